@@ -1,0 +1,30 @@
+# Two commands do all set-up: `make test` and `make quickstart`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test lint quickstart bench clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+quickstart: $(STAMP)
+	$(PY) tools/quickstart.py
+
+bench: $(STAMP)
+	$(PY) tools/benchmark.py --network toy --data-shape 256 --batch-size 8 --mode train
+
+clean:
+	rm -rf $(VENV) *.egg-info build

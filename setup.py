@@ -1,0 +1,34 @@
+"""Installable MXNet symbolic-API detection toolkit (SSD and Faster R-CNN).
+
+The mxnet build is chosen by extra, because the CPU and CUDA wheels both
+install the same ``mxnet`` package and cannot sit side by side:
+
+    pip install -e '.[cpu]'     # mxnet==1.9.1 (CPU, MKLDNN)
+    pip install -e '.[gpu]'     # mxnet-cu112==1.9.1 (CUDA 11.2)
+"""
+from setuptools import setup
+
+MXNET_CPU = "mxnet==1.9.1"
+MXNET_GPU = "mxnet-cu112==1.9.1"
+
+setup(
+    name="mxdet",
+    version="0.1.0",
+    description="A working port of MXNet's example/ssd and example/rcnn",
+    python_requires=">=3.8",
+    packages=["symbol", "dataset", "train", "evaluate", "config", "tools"],
+    package_data={"dataset": ["names/*.names"]},
+    install_requires=[
+        # mxnet 1.9.1 uses np.bool at import time, removed in numpy 1.24
+        "numpy>=1.21,<1.24",
+        # opencv-python 4.12 and later need numpy 2
+        "opencv-python<4.12",
+        "matplotlib",
+    ],
+    extras_require={
+        "cpu": [MXNET_CPU],
+        "gpu": [MXNET_GPU],
+        "coco": ["pycocotools"],
+        "test": [MXNET_CPU, "pytest", "ruff"],
+    },
+)

@@ -1,0 +1,1 @@
+"""Command-line tools: dataset preparation, deploy, benchmark, quantization."""
