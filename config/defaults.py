@@ -1,0 +1,55 @@
+"""Command-line defaults of the scripts, in one place (values of example/ssd's train.py).
+
+``VOC_CLASSES`` is the original's default ``--class-names``.
+"""
+import os
+
+CWD = os.getcwd()
+
+VOC_CLASSES = (
+    "aeroplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, diningtable, dog, horse, "
+    "motorbike, person, pottedplant, sheep, sofa, train, tvmonitor"
+)
+
+TRAIN = dict(
+    train_path=os.path.join(CWD, "data", "train.rec"),
+    train_list="",
+    val_path=os.path.join(CWD, "data", "val.rec"),
+    val_list="",
+    network="vgg16_reduced",
+    batch_size=32,
+    resume="-1",
+    finetune=-1,
+    pretrained=os.path.join(CWD, "model", "vgg16_reduced"),
+    epoch=1,
+    prefix=os.path.join(CWD, "model", "ssd"),
+    begin_epoch=0,
+    end_epoch=240,
+    frequent=20,
+    data_shape=300,
+    label_width=350,
+    lr=0.002,
+    momentum=0.9,
+    wd=0.0005,
+    lr_steps="80, 160",
+    lr_factor=0.1,
+    mean_r=123.0,
+    mean_g=117.0,
+    mean_b=104.0,
+    std_r=1.0,
+    std_g=1.0,
+    std_b=1.0,
+    freeze="^(conv1_|conv2_).*",
+    log="train.log",
+    monitor=0,
+    pattern=".*",
+    num_class=20,
+    num_example=16551,
+    class_names=VOC_CLASSES,
+    nms=0.45,
+    nms_topk=400,
+    overlap=0.5,
+    kv_store="local",
+    warmup_epochs=0.0,
+    cls_loss="softmax",
+)

@@ -1,0 +1,127 @@
+"""Checkpoints that survive interruption: params, symbol and optimizer state.
+
+Layout for a prefix ``model/ssd_toy_256`` and epoch 3 (mxnet's own naming, so
+``mx.model.load_checkpoint`` reads them):
+
+* ``model/ssd_toy_256-symbol.json``
+* ``model/ssd_toy_256-0003.states``  optimizer state (momentum), written first
+* ``model/ssd_toy_256-0003.params``  written last: its presence marks the
+  checkpoint complete, which is what ``--resume auto`` looks for
+* ``model/ssd_toy_256-best-symbol.json`` / ``-best-0000.params`` / ``-best.json``:
+  the epoch with the best validation mAP.
+
+Every file is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Optional
+
+import mxnet as mx
+
+from tools.cli import UserError
+
+
+def _atomic(path: str, write) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def params_path(prefix: str, epoch: int) -> str:
+    return f"{prefix}-{epoch:04d}.params"
+
+
+def states_path(prefix: str, epoch: int) -> str:
+    return f"{prefix}-{epoch:04d}.states"
+
+
+def save_params(prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict) -> None:
+    """Write ``prefix-symbol.json`` and ``prefix-EPOCH.params`` atomically."""
+    _atomic(f"{prefix}-symbol.json", symbol.save)
+    save_dict = {f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
+    save_dict.update({f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
+    _atomic(params_path(prefix, epoch), lambda tmp: mx.nd.save(tmp, save_dict))
+
+
+def save_checkpoint(
+    prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict,
+    module: Optional[mx.mod.Module] = None,
+) -> None:
+    """Save optimizer state (if ``module`` has one), then symbol and params."""
+    if module is not None and module.optimizer_initialized:
+        _atomic(states_path(prefix, epoch), module.save_optimizer_states)
+    save_params(prefix, epoch, symbol, arg_params, aux_params)
+
+
+def saved_epochs(prefix: str) -> list:
+    """Epochs with a complete ``prefix-NNNN.params`` file, ascending."""
+    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d{4})\.params$")
+    epochs = []
+    for path in glob.glob(glob.escape(prefix) + "-[0-9][0-9][0-9][0-9].params"):
+        match = pattern.search(os.path.basename(path))
+        if match:
+            epochs.append(int(match.group(1)))
+    return sorted(epochs)
+
+
+def resolve_resume(resume: str | int, prefix: str) -> int:
+    """``--resume``: an epoch number, -1 for no resume, or 'auto' for the latest complete one.
+
+    'auto' with no checkpoint yet starts from scratch (returns -1), so the same
+    command both starts and continues a run.
+    """
+    if str(resume).strip().lower() == "auto":
+        epochs = saved_epochs(prefix)
+        return epochs[-1] if epochs else -1
+    try:
+        return int(resume)
+    except ValueError:
+        raise UserError(f"--resume {resume!r}: expected an epoch number, -1 or 'auto'") from None
+
+
+def load_checkpoint(prefix: str, epoch: int, flag: str = "--prefix/--epoch") -> tuple:
+    """(symbol, arg_params, aux_params), or a one-line error naming the missing file."""
+    path = params_path(prefix, epoch)
+    if not os.path.isfile(path):
+        have = saved_epochs(prefix)
+        hint = f"; saved epochs: {', '.join(map(str, have))}" if have else ""
+        raise UserError(f"{flag}: checkpoint {path} does not exist{hint}")
+    symbol = None
+    if os.path.isfile(f"{prefix}-symbol.json"):
+        symbol = mx.sym.load(f"{prefix}-symbol.json")
+    loaded = mx.nd.load(path)
+    arg_params = {k[4:]: v for k, v in loaded.items() if k.startswith("arg:")}
+    aux_params = {k[4:]: v for k, v in loaded.items() if k.startswith("aux:")}
+    return symbol, arg_params, aux_params
+
+
+def save_best(prefix: str, epoch: int, score: float, symbol: mx.sym.Symbol, arg_params: dict,
+              aux_params: dict) -> None:
+    """Keep ``prefix-best`` as the checkpoint with the best validation score."""
+    save_params(f"{prefix}-best", 0, symbol, arg_params, aux_params)
+    info = {"epoch": epoch, "mAP": score}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+
+    _atomic(f"{prefix}-best.json", write)
+
+
+def best_score(prefix: str) -> Optional[float]:
+    """The mAP recorded with ``prefix-best``, or None."""
+    try:
+        with open(f"{prefix}-best.json") as f:
+            return float(json.load(f)["mAP"])
+    except (OSError, ValueError, KeyError):
+        return None
