@@ -1,8 +1,6 @@
 """Turn ``--gpus`` / ``--cpus`` into a list of mxnet contexts."""
 from __future__ import annotations
 
-from typing import Optional
-
 from tools.cli import UserError
 
 GPU_PACKAGE_HINT = "pip uninstall -y mxnet && pip install mxnet-cu112==1.9.1 (or pip install -e '.[gpu]')"
@@ -22,7 +20,7 @@ def visible_gpus() -> int:
     return mx.context.num_gpus() if mxnet_has_cuda() else 0
 
 
-def parse_devices(gpus: Optional[str], cpus: int = 0, flag: str = "--gpus") -> list:
+def parse_devices(gpus: str | None, cpus: int = 0, flag: str = "--gpus") -> list:
     """Contexts for ``gpus`` (comma list, '' for the CPU, None for 'all visible').
 
     ``gpus=None`` picks every visible GPU, or the CPU when mxnet has no GPU

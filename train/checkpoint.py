@@ -18,7 +18,6 @@ import glob
 import json
 import os
 import re
-from typing import Optional
 
 import mxnet as mx
 
@@ -55,7 +54,7 @@ def save_params(prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_params: dict
 
 def save_checkpoint(
     prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict,
-    module: Optional[mx.mod.Module] = None,
+    module: mx.mod.Module | None = None,
 ) -> None:
     """Save optimizer state (if ``module`` has one), then symbol and params."""
     if module is not None and module.optimizer_initialized:
@@ -118,7 +117,7 @@ def save_best(prefix: str, epoch: int, score: float, symbol: mx.sym.Symbol, arg_
     _atomic(f"{prefix}-best.json", write)
 
 
-def best_score(prefix: str) -> Optional[float]:
+def best_score(prefix: str) -> float | None:
     """The mAP recorded with ``prefix-best``, or None."""
     try:
         with open(f"{prefix}-best.json") as f:

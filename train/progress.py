@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import time
-from typing import Optional
 
 from tools.cli import UserError
 
@@ -27,8 +26,8 @@ class ProgressLogger:
     instead of training on garbage for hours.
     """
 
-    def __init__(self, batch_size: int, frequent: int, batches_per_epoch: Optional[int],
-                 begin_epoch: int, end_epoch: int, logger: Optional[logging.Logger] = None):
+    def __init__(self, batch_size: int, frequent: int, batches_per_epoch: int | None,
+                 begin_epoch: int, end_epoch: int, logger: logging.Logger | None = None):
         self.batch_size = batch_size
         self.frequent = max(1, frequent)
         self.batches_per_epoch = batches_per_epoch

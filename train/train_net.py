@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import mxnet as mx
-
-from config.config import cfg
 from dataset.iterator import DetRecordIter
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
+
+from config.config import cfg
 from tools.cli import UserError
 from train import checkpoint
 from train.metric import MultiBoxMetric
@@ -144,11 +144,11 @@ def train_net(
     weight_decay: float, lr_refactor_step: str, lr_refactor_ratio: float, freeze_layer_pattern: str = "",
     num_example: int = 10000, label_pad_width: int = 350, nms_thresh: float = 0.45,
     force_nms: bool = False, ovp_thresh: float = 0.5, use_difficult: bool = False,
-    class_names: Optional[list] = None, voc07_metric: bool = False, nms_topk: int = 400,
+    class_names: list | None = None, voc07_metric: bool = False, nms_topk: int = 400,
     force_suppress: bool = False, train_list: str = "", val_path: str = "", val_list: str = "",
-    iter_monitor: int = 0, monitor_pattern: str = ".*", log_file: Optional[str] = None,
+    iter_monitor: int = 0, monitor_pattern: str = ".*", log_file: str | None = None,
     kv_store: str = "local", *, std_pixels=None, warmup_epochs: float = 0.0, cls_loss: str = "softmax",
-    seed: Optional[int] = None,
+    seed: int | None = None,
 ) -> dict:
     """Train an SSD network; returns ``{'prefix', 'begin_epoch', 'end_epoch', 'best_map'}``.
 
