@@ -10,7 +10,7 @@ import os
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import TRAIN as D
-from tools.cli import UserError, run_cli
+from tools.cli import UserError, add_device_args, add_pixel_args, parse_class_names, pixel_stats, run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,9 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--pretrained", default=D["pretrained"], help="pretrained model prefix ('' to train from scratch)")
     a("--epoch", type=int, default=D["epoch"], help="epoch of the pretrained model")
     a("--prefix", default=D["prefix"], help="checkpoint prefix; _<network>_<shape> is appended")
-    a("--gpus", default=None,
-      help="GPU ids, e.g. 0,1; '' for the CPU; default: every visible GPU, else the CPU")
-    a("--cpus", type=int, default=0, help="train data-parallel on N CPU contexts (tests multi-device)")
+    add_device_args(p)
     a("--begin-epoch", type=int, default=D["begin_epoch"], help="start epoch")
     a("--end-epoch", type=int, default=D["end_epoch"], help="end epoch")
     a("--frequent", type=int, default=D["frequent"], help="report every N batches")
@@ -42,12 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--lr-steps", default=D["lr_steps"], help="epochs at which the learning rate is multiplied by --lr-factor")
     a("--lr-factor", type=float, default=D["lr_factor"], help="learning rate factor at each step")
     a("--warmup-epochs", type=float, default=D["warmup_epochs"], help="linear learning-rate warm-up epochs")
-    a("--mean-r", type=float, default=D["mean_r"], help="red mean value")
-    a("--mean-g", type=float, default=D["mean_g"], help="green mean value")
-    a("--mean-b", type=float, default=D["mean_b"], help="blue mean value")
-    a("--std-r", type=float, default=D["std_r"], help="red std value")
-    a("--std-g", type=float, default=D["std_g"], help="green std value")
-    a("--std-b", type=float, default=D["std_b"], help="blue std value")
+    add_pixel_args(p, D)
     a("--freeze", dest="freeze_pattern", default=D["freeze"], help="regex of parameters to freeze")
     a("--log", dest="log_file", default=D["log"], help="log file ('' for none)")
     a("--monitor", type=int, default=D["monitor"], help="log network stats every N iterations if > 0")
@@ -67,22 +60,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--cls-loss", choices=("softmax", "focal"), default=D["cls_loss"], help="classification loss")
     a("--seed", type=int, default=None, help="random seed for initialisation")
     return p.parse_args(argv)
-
-
-def parse_class_names(value: str, num_class: int) -> list:
-    """Class names from a comma list or a file; must agree with ``--num-class``."""
-    if value and os.path.isfile(value):
-        with open(value) as f:
-            names = [line.strip() for line in f if line.strip()]
-        source = f"--class-names {value}"
-    else:
-        names = [n.strip() for n in (value or "").split(",") if n.strip()]
-        source = "--class-names"
-    if not names:
-        return None
-    if len(names) != num_class:
-        raise UserError(f"--num-class {num_class} disagrees with {source}, which lists {len(names)} names")
-    return names
 
 
 def count_records(rec_path: str) -> int:
@@ -115,6 +92,7 @@ def main(argv=None) -> None:
         print(f"warning: {val_path} not found: training without validation")
         val_path = ""
     class_names = parse_class_names(args.class_names, args.num_class)
+    mean_pixels, std_pixels = pixel_stats(args)
     num_example = args.num_example if args.num_example > 0 else count_records(args.train_path)
     prefix = f"{args.prefix}_{args.network}_{args.data_shape}"
 
@@ -132,13 +110,13 @@ def main(argv=None) -> None:
 
     train_net(
         args.network, args.train_path, args.num_class, args.batch_size, args.data_shape,
-        [args.mean_r, args.mean_g, args.mean_b], args.resume, args.finetune, args.pretrained, args.epoch,
+        mean_pixels, args.resume, args.finetune, args.pretrained, args.epoch,
         prefix, ctx, args.begin_epoch, args.end_epoch, args.frequent, args.lr, args.momentum, args.wd,
         args.lr_steps, args.lr_factor, args.freeze_pattern, num_example, args.label_width,
         args.nms_thresh, args.force_nms, args.overlap_thresh, args.use_difficult, class_names,
         args.use_voc07_metric, args.nms_topk, args.force_nms, args.train_list, val_path, args.val_list,
         args.monitor, args.monitor_pattern, args.log_file or None, args.kv_store,
-        std_pixels=[args.std_r, args.std_g, args.std_b], warmup_epochs=args.warmup_epochs,
+        std_pixels=std_pixels, warmup_epochs=args.warmup_epochs,
         cls_loss=args.cls_loss, seed=args.seed,
     )
 

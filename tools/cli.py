@@ -44,3 +44,44 @@ def run_cli(main: Callable[[], object]) -> None:
         print(f"error: mxnet: {_short_mxnet_message(err)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(int(status or 0))
+
+
+def add_device_args(parser) -> None:
+    """``--gpus`` / ``--cpus``, shared by every script (resolved by config.devices.parse_devices)."""
+    parser.add_argument("--gpus", default=None,
+                        help="GPU ids, e.g. 0,1; '' for the CPU; default: every visible GPU, else the CPU")
+    parser.add_argument("--cpus", type=int, default=0,
+                        help="use N CPU contexts data-parallel (how multi-device runs are tested without GPUs)")
+
+
+def add_pixel_args(parser, defaults: dict) -> None:
+    """``--mean-r/g/b`` (the original's) and ``--std-r/g/b`` (new; 1 keeps the original behaviour)."""
+    for channel in "rgb":
+        parser.add_argument(f"--mean-{channel}", type=float, default=defaults[f"mean_{channel}"],
+                            help=f"{channel} mean pixel value")
+    for channel in "rgb":
+        parser.add_argument(f"--std-{channel}", type=float, default=defaults.get(f"std_{channel}", 1.0),
+                            help=f"{channel} pixel std value")
+
+
+def pixel_stats(args) -> tuple:
+    """(mean_pixels, std_pixels) from parsed ``add_pixel_args`` flags."""
+    return [args.mean_r, args.mean_g, args.mean_b], [args.std_r, args.std_g, args.std_b]
+
+
+def parse_class_names(value: str, num_class: int | None = None) -> list | None:
+    """Class names from a comma list or a file (one a line); must agree with ``--num-class``."""
+    import os
+
+    if value and os.path.isfile(value):
+        with open(value) as f:
+            names = [line.strip() for line in f if line.strip()]
+        source = f"--class-names {value}"
+    else:
+        names = [n.strip() for n in (value or "").split(",") if n.strip()]
+        source = "--class-names"
+    if not names:
+        return None
+    if num_class is not None and len(names) != num_class:
+        raise UserError(f"--num-class {num_class} disagrees with {source}, which lists {len(names)} names")
+    return names

@@ -1,0 +1,205 @@
+"""Detect objects in images, a folder, a video or the camera, and draw the results.
+
+    python demo.py --network toy --data-shape 256 --prefix model/ssd_ --epoch 10 \
+        --class-names data/synth/synth.names --images a.jpg,b.jpg --out-dir output/demo
+"""
+import argparse
+import glob
+import os
+import sys
+
+import config  # noqa: F401  (thread defaults before mxnet loads)
+from config.defaults import DEMO as D
+from tools.cli import UserError, add_pixel_args, parse_class_names, pixel_stats, run_cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Single-shot detection network demo",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--network", default=D["network"], help="network name")
+    a("--images", default=D["images"], help="comma separated image paths")
+    a("--dir", dest="dir", default=None, help="folder of images (overrides --images)")
+    a("--ext", default=D["ext"], help="image extension in --dir")
+    a("--epoch", type=int, default=D["epoch"], help="epoch of the trained model")
+    a("--batch-size", type=int, default=D["batch_size"], help="images per forward pass")
+    a("--prefix", default=D["prefix"], help="model prefix; a trailing '_' appends <network>_<data-shape>")
+    a("--cpu", action="store_true", help="use the CPU")
+    a("--gpu", dest="gpu_id", type=int, default=None, help="GPU id (default: GPU 0 if mxnet has CUDA, else CPU)")
+    a("--data-shape", type=int, default=D["data_shape"], help="input side length")
+    add_pixel_args(p, D)
+    a("--thresh", type=float, default=D["thresh"], help="detections below this score are not shown")
+    a("--nms", dest="nms_thresh", type=float, default=D["nms"], help="non-maximum suppression threshold")
+    a("--force", dest="force_nms", action="store_true", default=True,
+      help="suppress overlapping boxes of different classes (default)")
+    a("--no-force", dest="force_nms", action="store_false", help="suppress only within a class")
+    a("--nms-topk", type=int, default=400, help="detections kept per image before NMS")
+    a("--no-timer", dest="show_timer", action="store_false", help="do not print the time taken")
+    a("--deploy", dest="deploy_net", action="store_true", help="load the model written by tools/deploy.py")
+    a("--class-names", default=D["class_names"], help="comma separated class names, or a file")
+    a("--camera", action="store_true", help="read frames from camera 0 ('q' stops)")
+    a("--video", default=None, help="annotate this video file (written to --out-dir, or beside it)")
+    a("--frame-resize", default=None, help="resize camera/video frames: a factor, or 'width,height'")
+    a("--out-dir", default=None, help="write annotated images here")
+    return p.parse_args(argv)
+
+
+def image_list(args) -> list:
+    if args.dir:
+        if not os.path.isdir(args.dir):
+            raise UserError(f"--dir {args.dir}: not a directory")
+        ext = args.ext if args.ext.startswith(".") else "." + args.ext
+        paths = sorted(glob.glob(os.path.join(glob.escape(args.dir), "*" + ext)))
+        if not paths:
+            raise UserError(f"--dir {args.dir}: no *{ext} images found")
+        return paths
+    paths = [p.strip() for p in args.images.split(",") if p.strip()]
+    if not paths:
+        raise UserError("--images: no image given")
+    return paths
+
+
+def parse_frame_resize(value):
+    """None, a scale factor, or a (width, height) pair."""
+    if value is None:
+        return None
+    try:
+        if "," in value:
+            width, height = (int(v) for v in value.split(","))
+            return width, height
+        return float(value)
+    except ValueError:
+        raise UserError(f"--frame-resize {value!r}: expected a factor such as 0.5 or 'width,height'") from None
+
+
+def resize_frame(frame, how):
+    import cv2
+
+    if how is None:
+        return frame
+    if isinstance(how, tuple):
+        return cv2.resize(frame, how)
+    return cv2.resize(frame, None, fx=how, fy=how)
+
+
+def run_images(detector, paths, args, class_names) -> int:
+    """Detect in each image; returns how many could not be read."""
+    import cv2
+
+    from evaluate.detector import draw_detections, format_detections
+
+    failed = 0
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+    readable = []
+    for path in paths:
+        image = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
+        if image is None:
+            reason = "file not found" if not os.path.isfile(path) else "cannot be decoded as an image"
+            print(f"error: {path}: {reason}", file=sys.stderr)
+            failed += 1
+        else:
+            readable.append((path, image))
+    for start in range(0, len(readable), args.batch_size):
+        chunk = readable[start:start + args.batch_size]
+        all_dets, seconds = detector.timed_detect([image for _, image in chunk], args.thresh)
+        for (path, image), dets in zip(chunk, all_dets):
+            timer = f" ({seconds * 1000 / len(chunk):.1f} ms)" if args.show_timer else ""
+            print(f"{path}: {len(dets)} detections{timer}")
+            print(format_detections(dets, class_names))
+            if args.out_dir:
+                out_path = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + ".jpg")
+                tmp = out_path + ".tmp.jpg"
+                cv2.imwrite(tmp, draw_detections(image, dets, class_names))
+                os.replace(tmp, out_path)
+    if args.out_dir:
+        print(f"annotated images: {args.out_dir}")
+    return failed
+
+
+def run_stream(detector, args, class_names) -> None:
+    """Annotate a video file, or show the camera until 'q'."""
+    import cv2
+
+    from evaluate.detector import draw_detections
+
+    source = 0 if args.camera else args.video
+    if args.video and not os.path.isfile(args.video):
+        raise UserError(f"--video {args.video}: file not found")
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise UserError("--camera: no camera could be opened (device 0)" if args.camera
+                        else f"--video {args.video}: cannot be opened as a video")
+    how = parse_frame_resize(args.frame_resize)
+    writer, out_path, frames = None, None, 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frame = resize_frame(frame, how)
+            (dets,), seconds = detector.timed_detect([frame], args.thresh)
+            annotated = draw_detections(frame, dets, class_names)
+            frames += 1
+            if args.camera:
+                cv2.imshow("detections", annotated)
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+                continue
+            if writer is None:
+                out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.video))
+                os.makedirs(out_dir, exist_ok=True)
+                out_path = os.path.join(out_dir, os.path.splitext(os.path.basename(args.video))[0] + "_det.mp4")
+                fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+                height, width = annotated.shape[:2]
+                writer = cv2.VideoWriter(out_path + ".tmp.mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            writer.write(annotated)
+            if args.show_timer:
+                print(f"frame {frames}: {len(dets)} detections ({seconds * 1000:.1f} ms)")
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+            os.replace(out_path + ".tmp.mp4", out_path)
+    if out_path:
+        print(f"annotated video: {out_path} ({frames} frames)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    class_names = parse_class_names(args.class_names)
+    if not class_names:
+        raise UserError("--class-names: no class names given")
+    paths = None if (args.camera or args.video) else image_list(args)
+
+    import mxnet as mx
+
+    from config.devices import mxnet_has_cuda
+    from evaluate.detector import Detector
+    from evaluate.evaluate_net import load_test_model, model_prefix
+
+    if args.cpu or (args.gpu_id is None and not mxnet_has_cuda()):
+        ctx = mx.cpu()
+    else:
+        from config.devices import parse_devices
+
+        ctx = parse_devices(str(args.gpu_id or 0), flag="--gpu")[0]
+    prefix = model_prefix(args.prefix, args.network, args.data_shape)
+    symbol, arg_params, aux_params = load_test_model(
+        args.network, prefix, args.epoch, args.data_shape, len(class_names), args.nms_thresh, args.force_nms,
+        args.nms_topk, args.deploy_net)
+    mean_pixels, std_pixels = pixel_stats(args)
+    detector = Detector(symbol, arg_params, aux_params, args.data_shape, mean_pixels, std_pixels,
+                        batch_size=max(1, args.batch_size), ctx=ctx)
+    if paths is None:
+        run_stream(detector, args, class_names)
+        return 0
+    failed = run_images(detector, paths, args, class_names)
+    if failed:
+        print(f"error: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,86 @@
+"""Evaluate a trained detector on a .rec file: a per-class AP table, then ``mAP = 0.xxxx``.
+
+    python evaluate.py --network toy --data-shape 256 --prefix model/ssd_ --epoch 10 \
+        --rec-path data/val.rec --num-class 3 --class-names data/synth/synth.names
+"""
+import argparse
+import logging
+
+import config  # noqa: F401  (thread defaults before mxnet loads)
+from config.defaults import EVALUATE as D
+from tools.cli import UserError, add_device_args, add_pixel_args, parse_class_names, pixel_stats, run_cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Evaluate a network on a record file",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--rec-path", default=D["rec_path"], help="evaluation record file")
+    a("--list-path", default=D["list_path"], help="list file (replaces the labels in the record)")
+    a("--network", default=D["network"], help="network name")
+    a("--num-batch", type=int, default=None, help="score only this many batches (default: the whole file)")
+    a("--batch-size", type=int, default=D["batch_size"], help="evaluation batch size")
+    a("--num-class", type=int, default=D["num_class"], help="number of classes")
+    a("--class-names", default=D["class_names"], help="comma separated class names, or a file")
+    a("--epoch", type=int, default=D["epoch"], help="epoch of the trained model")
+    a("--prefix", default=D["prefix"],
+      help="model prefix; a trailing '_' appends <network>_<data-shape>")
+    add_device_args(p)
+    a("--cpu", action="store_true", help="use the CPU (same as --gpus '')")
+    a("--data-shape", type=int, default=D["data_shape"], help="input side length")
+    add_pixel_args(p, D)
+    a("--nms", dest="nms_thresh", type=float, default=D["nms"], help="non-maximum suppression threshold")
+    a("--nms-topk", type=int, default=400, help="detections kept per image before NMS")
+    a("--overlap", dest="overlap_thresh", type=float, default=D["overlap"], help="evaluation overlap threshold")
+    a("--force", dest="force_nms", action="store_true", help="suppress overlaps across classes")
+    a("--use-difficult", action="store_true", help="count difficult objects")
+    a("--voc07", dest="use_voc07_metric", action="store_true", default=True, help="VOC07 11-point metric")
+    a("--no-voc07", dest="use_voc07_metric", action="store_false", help="VOC10+ area metric")
+    a("--deploy", dest="deploy_net", action="store_true", help="load the model written by tools/deploy.py")
+    a("--label-width", type=int, default=350, help="label pad width of the record")
+    a("--plot-pr", metavar="DIR", default="", help="write a precision-recall curve PNG per class to DIR")
+    return p.parse_args(argv)
+
+
+def format_ap_table(aps: dict, mean_ap: float) -> str:
+    """A two-column table of per-class AP followed by the ``mAP = `` line."""
+    width = max([len("class")] + [len(name) for name in aps])
+    lines = [f"{'class':<{width}}  AP", f"{'-' * width}  ------"]
+    lines += [f"{name:<{width}}  {ap:.4f}" for name, ap in aps.items()]
+    lines.append(f"mAP = {mean_ap:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from config.devices import parse_devices
+
+    ctx = parse_devices("" if args.cpu else args.gpus, args.cpus)
+    class_names = parse_class_names(args.class_names, args.num_class)
+    if args.num_batch is not None and args.num_batch <= 0:
+        raise UserError(f"--num-batch {args.num_batch}: must be positive")
+    mean_pixels, std_pixels = pixel_stats(args)
+
+    from evaluate.evaluate_net import evaluate_net, model_prefix
+
+    prefix = model_prefix(args.prefix, args.network, args.data_shape)
+
+    result = evaluate_net(
+        args.network, args.rec_path, args.num_class, mean_pixels, args.data_shape, prefix, args.epoch, ctx,
+        batch_size=args.batch_size, path_imglist=args.list_path, nms_thresh=args.nms_thresh,
+        force_nms=args.force_nms, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
+        class_names=class_names, voc07_metric=args.use_voc07_metric, num_batch=args.num_batch,
+        deploy_net=args.deploy_net, std_pixels=std_pixels, nms_topk=args.nms_topk,
+        label_pad_width=args.label_width,
+    )
+    print(format_ap_table(result["aps"], result["mAP"]))
+    if args.plot_pr:
+        from evaluate.pr_curve import plot_pr_curves
+
+        paths = plot_pr_curves(result["metric"].pr_curves(), args.plot_pr)
+        print(f"precision-recall curves: {len(paths)} PNG files in {args.plot_pr}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

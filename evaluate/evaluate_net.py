@@ -1,0 +1,120 @@
+"""Score a trained SSD on a .rec file with the VOC metric (example/ssd's evaluate_net).
+
+Differences from the original, each a fix: the whole record is scored unless
+``num_batch`` caps it (the original scored 5 batches); ``nms_thresh`` and
+``force_suppress`` reach the graph; errors are one line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import mxnet as mx
+import numpy as np
+from dataset.iterator import DetRecordIter
+
+from config.config import cfg
+from evaluate.eval_metric import MApMetric, VOC07MApMetric
+from symbol.symbol_factory import get_symbol
+from tools.cli import UserError
+from train.checkpoint import load_checkpoint
+
+
+def model_prefix(prefix: str, network: str, data_shape: int) -> str:
+    """The original's rule: a prefix ending in '_' gets ``<network>_<data_shape>`` appended."""
+    return f"{prefix}{network}_{data_shape}" if prefix.endswith("_") else prefix
+
+
+def deploy_prefix(prefix: str) -> str:
+    """Where ``tools/deploy.py`` writes the deployed model of ``prefix``."""
+    directory, base = os.path.split(prefix)
+    return os.path.join(directory, f"deploy_{base}")
+
+
+def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_classes: int,
+                    nms_thresh: float = 0.45, force_suppress: bool = False, nms_topk: int = 400,
+                    deploy: bool = False) -> tuple:
+    """(test symbol, arg_params, aux_params) for a checkpoint, or its deployed copy.
+
+    With ``deploy`` the symbol is the JSON written by tools/deploy.py (no loss
+    layers); otherwise the test graph is rebuilt from ``network`` and the
+    training checkpoint's weights are loaded into it. A class count that does
+    not fit the weights is a one-line error.
+    """
+    if deploy:
+        model_prefix = deploy_prefix(prefix)
+        if not os.path.isfile(f"{model_prefix}-symbol.json"):
+            raise UserError(f"--deploy: {model_prefix}-symbol.json not found; run tools/deploy.py first")
+        symbol, args, auxs = load_checkpoint(model_prefix, epoch, flag="--prefix/--epoch")
+    else:
+        _, args, auxs = load_checkpoint(prefix, epoch, flag="--prefix/--epoch")
+        symbol = get_symbol(network, data_shape, num_classes=num_classes, nms_thresh=nms_thresh,
+                            force_suppress=force_suppress, nms_topk=nms_topk)
+    arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, data_shape, data_shape))
+    expected = dict(zip(symbol.list_arguments(), arg_shapes))
+    expected.update(zip(symbol.list_auxiliary_states(), aux_shapes))
+    for name, want in expected.items():
+        if name == "data":
+            continue
+        have = args.get(name, auxs.get(name))
+        if have is None:
+            raise UserError(f"--prefix {prefix} epoch {epoch}: checkpoint has no parameter {name}; "
+                            f"was it trained with --network {network} --data-shape {data_shape}?")
+        if tuple(have.shape) != tuple(want):
+            if "cls_pred" in name:
+                raise UserError(f"--num-class/--class-names: {num_classes} classes disagree with checkpoint "
+                                f"{prefix} epoch {epoch}: "
+                                f"layer {name} has shape {tuple(have.shape)}, expected {tuple(want)}")
+            raise UserError(f"checkpoint {prefix} epoch {epoch}: {name} has shape {tuple(have.shape)}, "
+                            f"expected {tuple(want)}")
+    return symbol, args, auxs
+
+
+def evaluate_net(
+    net: str, path_imgrec: str, num_classes: int, mean_pixels: Sequence[float], data_shape: int,
+    model_prefix: str, epoch: int, ctx: Sequence[mx.Context] = (mx.cpu(),), batch_size: int = 32,
+    path_imglist: str = "", nms_thresh: float = 0.45, force_nms: bool = False, ovp_thresh: float = 0.5,
+    use_difficult: bool = False, class_names: list | None = None, voc07_metric: bool = False,
+    *, num_batch: int | None = None, deploy_net: bool = False, std_pixels=None, nms_topk: int = 400,
+    label_pad_width: int = 350,
+) -> dict:
+    """Evaluate ``model_prefix-epoch`` on ``path_imgrec``; returns ``{'aps': {name: ap}, 'mAP', 'metric'}``.
+
+    ``metric`` is the metric object itself (its per-class precision/recall
+    curves feed ``--plot-pr``).
+    """
+    logger = logging.getLogger()
+    if not os.path.isfile(path_imgrec):
+        raise UserError(f"--rec-path {path_imgrec}: file not found")
+    data_shape_3 = (3, data_shape, data_shape)
+    eval_iter = DetRecordIter(path_imgrec, batch_size, data_shape_3, mean_pixels=mean_pixels,
+                              std_pixels=std_pixels, label_pad_width=label_pad_width,
+                              path_imglist=path_imglist, **cfg.valid)
+    symbol, args, auxs = load_test_model(net, model_prefix, epoch, data_shape, num_classes, nms_thresh,
+                                         force_nms, nms_topk, deploy_net)
+    if "label" not in symbol.list_arguments():
+        symbol = mx.sym.Group([symbol, mx.sym.Variable("label")])
+    mod = mx.mod.Module(symbol, label_names=("label",), logger=logger, context=list(ctx),
+                        fixed_param_names=symbol.list_arguments())
+    mod.bind(data_shapes=eval_iter.provide_data, label_shapes=eval_iter.provide_label, for_training=False)
+    mod.set_params(args, auxs, allow_missing=False, allow_extra=True)
+
+    metric_cls = VOC07MApMetric if voc07_metric else MApMetric
+    metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
+    batches = [0]
+
+    def count_batches(param) -> None:
+        batches[0] = param.nbatch + 1
+
+    tic = time.time()
+    results = mod.score(eval_iter, metric, num_batch=num_batch, batch_end_callback=count_batches)
+    elapsed = time.time() - tic
+    names = [name for name, _ in results]
+    values = [value for _, value in results]
+    logger.info("Evaluated %d batches of %d in %.1f s (%.1f images/sec)", batches[0], batch_size, elapsed,
+                batches[0] * batch_size / max(elapsed, 1e-9))
+    aps = {name: float(value) for name, value in zip(names, values) if name != "mAP"}
+    return {"aps": aps, "mAP": float(values[names.index("mAP")]) if "mAP" in names else float(np.mean(values)),
+            "metric": metric, "seconds": elapsed}
