@@ -1,0 +1,118 @@
+"""Assemble SSD training and test graphs from a base network and a layer configuration.
+
+Layer and output names follow the original example/ssd, so checkpoints and metrics that
+look them up by name keep working: ``cls_prob``, ``loc_loss``, ``cls_label``, ``det_out``
+(training), ``detection`` (test), ``multibox_target``, ``multibox_{loc,cls}_pred``,
+``multibox_anchors``.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from types import ModuleType
+
+import mxnet as mx
+
+from symbol.common import multi_layer_feature, multibox_layer
+from symbol.losses import softmax_focal_output
+from tools.cli import UserError
+
+VARIANCES = (0.1, 0.1, 0.2, 0.2)
+CLS_LOSSES = ("softmax", "focal")
+
+
+def import_module(module_name: str) -> ModuleType:
+    """Import the base-network module ``symbol/<module_name>.py``."""
+    try:
+        return importlib.import_module(f"{__package__}.{module_name}")
+    except ModuleNotFoundError as err:
+        raise UserError(f"--network: no base network module symbol/{module_name}.py") from err
+
+
+def _heads(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
+           strides: Sequence[int], pads: Sequence[int], sizes: Sequence, ratios: Sequence,
+           normalizations: int | Sequence[int], steps: Sequence[float], min_filter: int,
+           base_kwargs: dict) -> list[mx.sym.Symbol]:
+    body = import_module(network).get_symbol(num_classes, **base_kwargs)
+    layers = multi_layer_feature(body, from_layers, num_filters, strides, pads, min_filter=min_filter)
+    return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios, normalization=normalizations,
+                          num_channels=num_filters, clip=False, interm_layer=0, steps=steps)
+
+
+def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchor_boxes: mx.sym.Symbol,
+               nms_thresh: float, force_suppress: bool, nms_topk: int) -> mx.sym.Symbol:
+    """``MultiBoxDetection`` named ``detection``: ``[B, N, 6]`` rows (cls, score, xmin, ymin, xmax, ymax)."""
+    return mx.sym.contrib.MultiBoxDetection(cls_prob, loc_preds, anchor_boxes, name="detection",
+                                            nms_threshold=nms_thresh, force_suppress=force_suppress,
+                                            variances=VARIANCES, nms_topk=nms_topk)
+
+
+def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
+                     strides: Sequence[int], pads: Sequence[int], sizes: Sequence, ratios: Sequence,
+                     normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (),
+                     min_filter: int = 128, nms_thresh: float = 0.5, force_suppress: bool = False,
+                     nms_topk: int = 400, cls_loss: str = "softmax", **kwargs) -> mx.sym.Symbol:
+    """SSD training graph, inputs ``data`` ``[B, 3, H, W]`` and ``label`` ``[B, M, >=5]``.
+
+    ``label`` rows are ``(cls, xmin, ymin, xmax, ymax, ...)`` normalised to [0, 1], padded with
+    ``cls = -1``. Parameters are those of the original ``symbol_builder.get_symbol_train``:
+    ``network`` is the module in ``symbol/`` providing ``get_symbol(num_classes, **kwargs)``;
+    ``from_layers``/``num_filters``/``strides``/``pads`` go to :func:`multi_layer_feature`;
+    ``sizes``/``ratios``/``normalizations``/``steps`` to :func:`multibox_layer`; remaining
+    ``kwargs`` (e.g. ``num_layers``, ``image_shape``) to the base network.
+
+    ``cls_loss`` selects the classifier loss: ``'softmax'`` (the original: cross-entropy on the
+    positives and 3:1 hard-mined negatives) or ``'focal'`` (:func:`symbol.losses.softmax_focal_output`
+    on every anchor, without negative mining). Both give the same ``cls_prob`` output.
+
+    Returns ``Group([cls_prob, loc_loss, cls_label, det_out])``:
+    ``cls_prob`` ``[B, C+1, N]`` class probabilities (the classification loss head),
+    ``loc_loss`` ``[B, N*4]`` smooth-L1 terms (the localisation loss head),
+    ``cls_label`` ``[B, N]`` anchor targets (-1 ignored, no gradient),
+    ``det_out`` ``[B, N, 6]`` decoded detections (no gradient), where ``nms_thresh``,
+    ``force_suppress`` and ``nms_topk`` reach ``MultiBoxDetection``.
+    """
+    if cls_loss not in CLS_LOSSES:
+        raise UserError(f"--cls-loss: unknown loss {cls_loss!r}; choose one of {', '.join(CLS_LOSSES)}")
+    label = mx.sym.Variable("label")
+    loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
+                                                sizes, ratios, normalizations, steps, min_filter, kwargs)
+    # focal loss replaces hard negative mining: every unmatched anchor is a background target
+    negative_mining_ratio = 3 if cls_loss == "softmax" else -1
+    loc_target, loc_target_mask, cls_target = mx.sym.contrib.MultiBoxTarget(
+        anchor_boxes, label, cls_preds, overlap_threshold=.5, ignore_label=-1,
+        negative_mining_ratio=negative_mining_ratio, minimum_negative_samples=0,
+        negative_mining_thresh=.5, variances=VARIANCES, name="multibox_target")
+    if cls_loss == "softmax":
+        cls_prob = mx.sym.SoftmaxOutput(data=cls_preds, label=cls_target, ignore_label=-1, use_ignore=True,
+                                        grad_scale=1., multi_output=True, normalization="valid",
+                                        name="cls_prob")
+    else:
+        cls_prob = softmax_focal_output(cls_preds, cls_target, num_classes, name="cls_prob")
+    loc_loss_ = mx.sym.smooth_l1(data=loc_target_mask * (loc_preds - loc_target), scalar=1.0, name="loc_loss_")
+    loc_loss = mx.sym.MakeLoss(loc_loss_, grad_scale=1., normalization="valid", name="loc_loss")
+    # monitoring outputs, no gradient
+    cls_label = mx.sym.MakeLoss(data=cls_target, grad_scale=0, name="cls_label")
+    det = _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk)
+    det = mx.sym.MakeLoss(data=det, grad_scale=0, name="det_out")
+    return mx.sym.Group([cls_prob, loc_loss, cls_label, det])
+
+
+def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
+               sizes: Sequence, ratios: Sequence, strides: Sequence[int], pads: Sequence[int],
+               normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (), min_filter: int = 128,
+               nms_thresh: float = 0.5, force_suppress: bool = False, nms_topk: int = 400,
+               **kwargs) -> mx.sym.Symbol:
+    """SSD test graph: ``data`` ``[B, 3, H, W]`` to ``detection`` ``[B, N, 6]``.
+
+    Rows are ``(cls, score, xmin, ymin, xmax, ymax)``, coordinates normalised to [0, 1];
+    ``cls = -1`` marks rows removed by the score threshold or NMS. Parameters as
+    :func:`get_symbol_train` (without ``label`` and losses); the class scores go through
+    ``SoftmaxActivation(mode='channel')`` named ``cls_prob``. A ``cls_loss`` keyword (accepted
+    so that one config serves both graphs) has no effect here.
+    """
+    kwargs.pop("cls_loss", None)
+    loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
+                                                sizes, ratios, normalizations, steps, min_filter, kwargs)
+    cls_prob = mx.sym.SoftmaxActivation(data=cls_preds, mode="channel", name="cls_prob")
+    return _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk)

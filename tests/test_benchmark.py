@@ -1,0 +1,44 @@
+"""Smoke runs of tools/benchmark.py on the toy network (tiny shapes; speeds are not checked)."""
+import math
+
+import mxnet  # noqa: F401  (loaded before main() so that --cpus is refused, see below)
+import pytest
+
+from tools import benchmark
+from tools.cli import UserError
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_benchmark_returns_a_positive_speed(mode):
+    speed = benchmark.benchmark("toy", 64, batch_size=2, mode=mode, num_classes=2, iterations=2, warmup=1)
+    assert math.isfinite(speed) and speed > 0
+
+
+def test_random_labels_are_valid_boxes():
+    label = benchmark._random_label(4, benchmark.np.random.default_rng(0))
+    assert label.shape == (4, benchmark.OBJECTS_PER_IMAGE, 6)
+    assert ((label[:, :, 1:3] < label[:, :, 3:5]) & (label[:, :, 1:3] >= 0)).all()
+    assert ((label[:, :, 0] >= 0) & (label[:, :, 0] < 1)).all()
+
+
+def test_batch_size_zero_sweeps_one_to_32(capsys):
+    assert benchmark.main(["-n", "toy", "-w", "64", "-b", "0", "--num-class", "2",
+                           "--iterations", "1", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("OMP_NUM_THREADS=")
+    assert [int(line.split(" batch ")[1].split(":")[0]) for line in lines[1:]] == [1, 2, 4, 8, 16, 32]
+    assert all(line.endswith("warm-up)") and "images/sec" in line for line in lines[1:])
+
+
+@pytest.mark.parametrize("argv, flag", [(["-b", "-1"], "--batch-size"), (["--iterations", "0"], "--iterations"),
+                                        (["--gpus", "x"], "--gpus"), (["--cpus", "0"], "--cpus")])
+def test_bad_flags_are_user_errors(argv, flag):
+    with pytest.raises(UserError, match=f"^{flag}"):
+        benchmark.parse_args(argv)
+
+
+def test_unknown_network_and_late_cpus_are_user_errors():
+    with pytest.raises(UserError, match="^--network"):
+        benchmark.main(["-n", "nosuch", "-b", "1"])
+    with pytest.raises(UserError, match="^--cpus"):  # mxnet is loaded by now: too late for OMP_NUM_THREADS
+        benchmark.main(["-n", "toy", "--cpus", "1"])
