@@ -1,0 +1,164 @@
+"""COCO-style AP through pycocotools (optional: ``pip install -e .[coco]``).
+
+COCO AP averages over IoU thresholds 0.50:0.05:0.95, 101 recall points and
+up to 100 detections per image, and splits objects by pixel area (small <
+32^2 <= medium < 96^2 <= large). The 12 summary numbers of
+``COCOeval.summarize()`` come back as a dict under :data:`STAT_NAMES`.
+
+Boxes are given in this toolkit's layout (corner rows, normalised or pixels)
+and converted to COCO's ``[x, y, width, height]`` pixels without the VOC +1.
+Difficult ground truth (6th label column > 0) is passed as ``iscrowd``, which
+COCOeval treats as an ignore region: detections on it count neither way.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+
+import mxnet as mx
+import numpy as np
+
+from tools.cli import UserError
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _pycocotools():
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise UserError(
+            "COCO AP needs pycocotools: pip install pycocotools (or pip install -e '.[coco]')"
+        ) from None
+    return COCO, COCOeval
+
+
+def _to_pixel_xywh(boxes: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if size is not None:
+        width, height = size
+        boxes = boxes * np.array([width, height, width, height], dtype=np.float64)
+    return np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+
+
+def coco_ap(
+    detections: Sequence[np.ndarray],
+    ground_truth: Sequence[np.ndarray],
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    num_classes: int | None = None,
+) -> dict[str, float]:
+    """COCO box AP of ``detections`` against ``ground_truth``, image by image.
+
+    ``detections[i]`` is an [N, 6] array ``[cls, score, x1, y1, x2, y2]`` and
+    ``ground_truth[i]`` an [M, >=5] array ``[cls, x1, y1, x2, y2,
+    (difficult)]`` of image ``i``; rows with ``cls < 0`` (padding, filtered
+    detections) are dropped. With ``image_sizes[i] = (width, height)`` the
+    coordinates are normalised and are scaled to pixels; with ``None`` they
+    already are pixels. IoU does not change under the scaling, but the
+    small/medium/large split is by pixel area, so pass the original image
+    sizes for official APs/APm/APl. Classes are ``0 .. num_classes-1``
+    (default: every class id present).
+
+    Returns ``{name: value}`` for the 12 :data:`STAT_NAMES`; -1 where COCOeval
+    has nothing to average (no ground truth in that area range).
+    """
+    COCO, COCOeval = _pycocotools()
+    if len(detections) != len(ground_truth):
+        raise ValueError("detections and ground_truth must have one entry per image")
+    if image_sizes is not None and len(image_sizes) != len(ground_truth):
+        raise ValueError("image_sizes must have one entry per image")
+
+    images, gt_anns, dt_anns = [], [], []
+    class_ids: set[int] = set()
+    for index, (dets, labels) in enumerate(zip(detections, ground_truth)):
+        size = image_sizes[index] if image_sizes is not None else None
+        width, height = size if size is not None else (0, 0)
+        images.append({"id": index, "height": height, "width": width})
+        labels = np.asarray(labels, dtype=np.float64)
+        labels = labels[labels[:, 0] >= 0]
+        crowd = labels[:, 5] > 0 if labels.shape[1] >= 6 else np.zeros(len(labels), dtype=bool)
+        for row, xywh, is_crowd in zip(labels, _to_pixel_xywh(labels[:, 1:5], size), crowd):
+            # COCOeval treats id 0 as "unmatched": ids start at 1
+            gt_anns.append(
+                {
+                    "id": len(gt_anns) + 1,
+                    "image_id": index,
+                    "category_id": int(row[0]),
+                    "bbox": xywh.tolist(),
+                    "area": float(xywh[2] * xywh[3]),
+                    "iscrowd": int(is_crowd),
+                }
+            )
+            class_ids.add(int(row[0]))
+        dets = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
+        dets = dets[dets[:, 0] >= 0]
+        for row, xywh in zip(dets, _to_pixel_xywh(dets[:, 2:6], size)):
+            dt_anns.append(
+                {
+                    "id": len(dt_anns) + 1,
+                    "image_id": index,
+                    "category_id": int(row[0]),
+                    "bbox": xywh.tolist(),
+                    "area": float(xywh[2] * xywh[3]),
+                    "score": float(row[1]),
+                    "iscrowd": 0,
+                }
+            )
+            class_ids.add(int(row[0]))
+    if num_classes is not None:
+        class_ids = set(range(num_classes))
+    categories = [{"id": cid, "name": str(cid)} for cid in sorted(class_ids)]
+
+    # pycocotools prints progress on stdout; keep the caller's output clean
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": images, "annotations": gt_anns, "categories": categories}
+        coco_gt.createIndex()
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": images, "annotations": dt_anns, "categories": categories}
+        coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+
+
+class COCOMApMetric(mx.metric.EvalMetric):
+    """:func:`coco_ap` as an ``EvalMetric`` for ``Module.score``.
+
+    Collects ``det_out`` (``preds[pred_idx]``, [B, N, 6]) and the labels
+    ([B, max_obj, >=5]) image by image; :meth:`get` returns the 12 COCO
+    summary numbers as ``(names, values)``. Coordinates are normalised and
+    scaled by ``image_size = (width, height)`` (e.g. the network input), which
+    only affects the small/medium/large split.
+    """
+
+    def __init__(self, image_size: tuple[int, int], num_classes: int | None = None, pred_idx: int = 0) -> None:
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.num_classes = num_classes
+        self.pred_idx = int(pred_idx)
+        super().__init__("COCO")
+
+    def reset(self) -> None:
+        """Forget every image seen so far."""
+        super().reset()
+        self._detections: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def update(self, labels: Sequence, preds: Sequence) -> None:
+        """Add a batch: ``labels[0]`` [B, max_obj, >=5] and ``preds[pred_idx]`` [B, N, 6]."""
+        label_batch = labels[0].asnumpy() if isinstance(labels[0], mx.nd.NDArray) else np.asarray(labels[0])
+        det_batch = preds[self.pred_idx]
+        det_batch = det_batch.asnumpy() if isinstance(det_batch, mx.nd.NDArray) else np.asarray(det_batch)
+        self._labels.extend(label_batch)
+        self._detections.extend(det_batch)
+
+    def get(self) -> tuple[list[str], list[float]]:
+        """``(STAT_NAMES, values)`` over all images so far."""
+        if not self._labels:
+            return list(STAT_NAMES), [float("nan")] * len(STAT_NAMES)
+        stats = coco_ap(self._detections, self._labels, [self.image_size] * len(self._labels), self.num_classes)
+        return list(stats), list(stats.values())
