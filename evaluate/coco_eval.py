@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import mxnet as mx
 import numpy as np
 
+from evaluate.eval_metric import as_numpy
 from tools.cli import UserError
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -150,11 +151,8 @@ class COCOMApMetric(mx.metric.EvalMetric):
 
     def update(self, labels: Sequence, preds: Sequence) -> None:
         """Add a batch: ``labels[0]`` [B, max_obj, >=5] and ``preds[pred_idx]`` [B, N, 6]."""
-        label_batch = labels[0].asnumpy() if isinstance(labels[0], mx.nd.NDArray) else np.asarray(labels[0])
-        det_batch = preds[self.pred_idx]
-        det_batch = det_batch.asnumpy() if isinstance(det_batch, mx.nd.NDArray) else np.asarray(det_batch)
-        self._labels.extend(label_batch)
-        self._detections.extend(det_batch)
+        self._labels.extend(as_numpy(labels[0]))
+        self._detections.extend(as_numpy(preds[self.pred_idx]))
 
     def get(self) -> tuple[list[str], list[float]]:
         """``(STAT_NAMES, values)`` over all images so far."""

@@ -49,7 +49,8 @@ from dataset.bbox import iou_matrix
 from evaluate.eval_voc import voc_ap
 
 
-def _as_numpy(array) -> np.ndarray:
+def as_numpy(array) -> np.ndarray:
+    """An ``mx.nd.NDArray`` (or anything array-like) as a numpy array."""
     return array.asnumpy() if isinstance(array, mx.nd.NDArray) else np.asarray(array)
 
 
@@ -146,8 +147,8 @@ class MApMetric(mx.metric.EvalMetric):
 
     def update(self, labels: Sequence, preds: Sequence) -> None:
         """Add a batch: ``labels[0]`` [B, max_obj, >=5] and ``preds[pred_idx]`` [B, N, 6]."""
-        label_batch = _as_numpy(labels[0])
-        det_batch = _as_numpy(preds[self.pred_idx])
+        label_batch = as_numpy(labels[0])
+        det_batch = as_numpy(preds[self.pred_idx])
         for label, dets in zip(label_batch, det_batch):
             self._update_image(label, dets)
 

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 import mxnet as mx
 import numpy as np
 
-
-def _as_numpy(array) -> np.ndarray:
-    return array.asnumpy() if isinstance(array, mx.nd.NDArray) else np.asarray(array)
+from evaluate.eval_metric import as_numpy
 
 
 class MultiBoxMetric(mx.metric.EvalMetric):
@@ -51,9 +49,9 @@ class MultiBoxMetric(mx.metric.EvalMetric):
 
     def update(self, labels: Sequence, preds: Sequence) -> None:
         """Add one batch; ``labels`` are unused (the targets come from the graph)."""
-        cls_prob = _as_numpy(preds[0])
-        loc_loss = _as_numpy(preds[1])
-        cls_label = _as_numpy(preds[2]).reshape(-1)
+        cls_prob = as_numpy(preds[0])
+        loc_loss = as_numpy(preds[1])
+        cls_label = as_numpy(preds[2]).reshape(-1)
         counted = np.flatnonzero(cls_label >= 0)
         # [B, C+1, N] -> [B*N, C+1], anchors in the same order as cls_label
         prob = cls_prob.transpose((0, 2, 1)).reshape(-1, cls_prob.shape[1])
