@@ -12,10 +12,9 @@ import time
 from collections.abc import Sequence
 
 import mxnet as mx
-import numpy as np
-from dataset.iterator import DetRecordIter
 
 from config.config import cfg
+from dataset.iterator import DetRecordIter
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol
 from tools.cli import UserError
@@ -80,7 +79,9 @@ def evaluate_net(
     *, num_batch: int | None = None, deploy_net: bool = False, std_pixels=None, nms_topk: int = 400,
     label_pad_width: int = 350,
 ) -> dict:
-    """Evaluate ``model_prefix-epoch`` on ``path_imgrec``; returns ``{'aps': {name: ap}, 'mAP', 'metric'}``.
+    """Evaluate ``model_prefix-epoch`` on ``path_imgrec``.
+
+    Returns ``{'aps': {name: ap}, 'mAP', 'metric', 'seconds', 'images'}``.
 
     ``metric`` is the metric object itself (its per-class precision/recall
     curves feed ``--plot-pr``).
@@ -94,27 +95,25 @@ def evaluate_net(
                               path_imglist=path_imglist, **cfg.valid)
     symbol, args, auxs = load_test_model(net, model_prefix, epoch, data_shape, num_classes, nms_thresh,
                                          force_nms, nms_topk, deploy_net)
-    if "label" not in symbol.list_arguments():
-        symbol = mx.sym.Group([symbol, mx.sym.Variable("label")])
-    mod = mx.mod.Module(symbol, label_names=("label",), logger=logger, context=list(ctx),
-                        fixed_param_names=symbol.list_arguments())
-    mod.bind(data_shapes=eval_iter.provide_data, label_shapes=eval_iter.provide_label, for_training=False)
+    mod = mx.mod.Module(symbol, label_names=None, logger=logger, context=list(ctx))
+    mod.bind(data_shapes=eval_iter.provide_data, for_training=False)
     mod.set_params(args, auxs, allow_missing=False, allow_extra=True)
 
     metric_cls = VOC07MApMetric if voc07_metric else MApMetric
     metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
-    batches = [0]
-
-    def count_batches(param) -> None:
-        batches[0] = param.nbatch + 1
-
-    tic = time.time()
-    results = mod.score(eval_iter, metric, num_batch=num_batch, batch_end_callback=count_batches)
+    # An explicit loop rather than Module.score: score() feeds the wrapped-around
+    # padding of the last batch to the metric, counting those images twice.
+    images, tic = 0, time.time()
+    for nbatch, batch in enumerate(eval_iter):
+        if num_batch is not None and nbatch >= num_batch:
+            break
+        mod.forward(batch, is_train=False)
+        keep = batch_size - (batch.pad or 0)
+        outputs = [out[:keep] for out in mod.get_outputs()]
+        metric.update([label[:keep] for label in batch.label], outputs)
+        images += keep
     elapsed = time.time() - tic
-    names = [name for name, _ in results]
-    values = [value for _, value in results]
-    logger.info("Evaluated %d batches of %d in %.1f s (%.1f images/sec)", batches[0], batch_size, elapsed,
-                batches[0] * batch_size / max(elapsed, 1e-9))
+    names, values = metric.get()
+    logger.info("Evaluated %d images in %.1f s (%.1f images/sec)", images, elapsed, images / max(elapsed, 1e-9))
     aps = {name: float(value) for name, value in zip(names, values) if name != "mAP"}
-    return {"aps": aps, "mAP": float(values[names.index("mAP")]) if "mAP" in names else float(np.mean(values)),
-            "metric": metric, "seconds": elapsed}
+    return {"aps": aps, "mAP": float(values[-1]), "metric": metric, "seconds": elapsed, "images": images}

@@ -1,0 +1,99 @@
+"""The toolkit's main job end to end, on data it makes itself (``make quickstart``).
+
+1. generate a synthetic VOC-layout data set (3 classes, 1,000 train / 200 val);
+2. pack it to RecordIO with tools/prepare_dataset.py;
+3. train the toy SSD on the CPU with train.py;
+4. score VOC07 mAP on the validation split with evaluate.py;
+5. run demo.py on a few validation images.
+
+Each step is the command a user would type; it is printed before it runs.
+Object sizes are drawn from 15% to 60% of the image side so the objects suit
+the toy network's anchors, which span 0.2 to 0.96 of the side.
+"""
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tools.cli import UserError, run_cli  # noqa: E402
+
+NETWORK = "toy"
+DATA_SHAPE = 256
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=os.path.join(ROOT, "output", "quickstart"), help="where everything goes")
+    p.add_argument("--classes", type=int, default=3, help="object classes in the synthetic set")
+    p.add_argument("--num-train", type=int, default=1000, help="training images")
+    p.add_argument("--num-val", type=int, default=200, help="validation images")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    p.add_argument("--lr-steps", default="14,18", help="epochs at which the learning rate drops 10x")
+    p.add_argument("--seed", type=int, default=7, help="data and initialisation seed")
+    p.add_argument("--demo-images", type=int, default=4, help="validation images to annotate")
+    return p.parse_args(argv)
+
+
+def run(cmd: list, log: list) -> None:
+    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    tic = time.time()
+    result = subprocess.run(cmd, cwd=ROOT)
+    log.append((cmd[1], time.time() - tic))
+    if result.returncode != 0:
+        raise UserError(f"quickstart step failed (exit {result.returncode}): {' '.join(cmd[:2])}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    py = sys.executable
+    out = os.path.abspath(args.out)
+    data_dir = os.path.join(out, "data")
+    model_prefix = os.path.join(out, "model", "ssd")
+    names = os.path.join(data_dir, "synth.names")
+    demo_dir = os.path.join(out, "demo")
+    steps: list = []
+    start = time.time()
+
+    run([py, "tools/make_synthetic.py", "--out", data_dir, "--classes", str(args.classes),
+         "--num-train", str(args.num_train), "--num-val", str(args.num_val), "--seed", str(args.seed),
+         "--min-size", "0.15", "--max-size", "0.6"], steps)
+    for split in ("train", "val"):
+        run([py, "tools/prepare_dataset.py", "--dataset", "pascal", "--year", "synth", "--set", split,
+             "--root", os.path.join(data_dir, "VOCdevkit"), "--target", os.path.join(data_dir, f"{split}.lst"),
+             "--class-names", names] + (["--no-shuffle"] if split == "val" else []), steps)
+    common = ["--network", NETWORK, "--data-shape", str(DATA_SHAPE), "--num-class", str(args.classes),
+              "--class-names", names, "--gpus", ""]
+    run([py, "train.py", *common, "--train-path", os.path.join(data_dir, "train.rec"),
+         "--val-path", os.path.join(data_dir, "val.rec"), "--pretrained", "", "--freeze", "",
+         "--prefix", model_prefix, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+         "--lr-steps", args.lr_steps, "--end-epoch", str(args.epochs), "--num-example", "-1",
+         "--frequent", "10", "--seed", str(args.seed), "--log", os.path.join(out, "train.log")], steps)
+    prefix = f"{model_prefix}_{NETWORK}_{DATA_SHAPE}"
+    run([py, "evaluate.py", *common, "--rec-path", os.path.join(data_dir, "val.rec"),
+         "--prefix", prefix, "--epoch", str(args.epochs), "--plot-pr", os.path.join(out, "pr")], steps)
+    with open(os.path.join(data_dir, "VOCdevkit", "VOCsynth", "ImageSets", "Main", "val.txt")) as f:
+        val_ids = [line.strip() for line in f if line.strip()][: args.demo_images]
+    images = ",".join(os.path.join(data_dir, "VOCdevkit", "VOCsynth", "JPEGImages", f"{i}.jpg") for i in val_ids)
+    run([py, "demo.py", *common[:4], "--class-names", names, "--cpu", "--prefix", prefix,
+         "--epoch", str(args.epochs), "--images", images, "--thresh", "0.5", "--out-dir", demo_dir], steps)
+
+    total = time.time() - start
+    print("\nQuick start finished in %.1f min:" % (total / 60))
+    for name, seconds in steps:
+        print(f"  {name:<28} {seconds / 60:5.1f} min")
+    print(f"  checkpoints:      {prefix}-NNNN.params (best: {prefix}-best-0000.params)")
+    print(f"  curves and log:   {prefix}-curves.png, {prefix}-metrics.csv, {os.path.join(out, 'train.log')}")
+    print(f"  PR curves:        {os.path.join(out, 'pr')}")
+    print(f"  annotated images: {demo_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
