@@ -1,9 +1,60 @@
 """Shared pytest fixtures. Importing ``config`` first fixes mxnet's thread defaults."""
 import os
 import sys
+import types
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import config  # noqa: E402,F401
+from tools.make_synthetic import SynthDataset  # noqa: E402
+
+
+# --- data fixtures (tests/data_helpers.py builds them) -------------------------
+@pytest.fixture(scope="session")
+def synthetic_voc(tmp_path_factory) -> SynthDataset:
+    """A tiny generated VOC set, made once per test session.
+
+    ``tools.make_synthetic.SynthDataset``: 3 classes (circle, square, triangle),
+    24 train + 8 val images of 120-240 px, seed 0. Attributes: ``devkit``
+    (``.../VOCdevkit``, year ``synth``), ``data_dir``, ``names_file``,
+    ``classes``, and ``images`` / ``split('train'|'val')``: the generator's own
+    record of every object (``SynthObject``: VOC 1-based pixel box, ``cls_id``,
+    ``difficult``; ``normalised(w, h)`` gives the box as the ``.rec`` holds it).
+    Read-only: copy it before changing files.
+    """
+    from data_helpers import tiny_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic_voc")
+    return tiny_synthetic(out, num_train=24, num_val=8, classes=3, seed=0, min_side=120, max_side=240)
+
+
+@pytest.fixture(scope="session")
+def synthetic_rec(synthetic_voc, tmp_path_factory) -> types.SimpleNamespace:
+    """``synthetic_voc`` packed by tools/prepare_dataset.py, once per session.
+
+    A namespace with ``train_rec``, ``train_idx``, ``train_lst`` (shuffled list),
+    ``val_rec``, ``val_idx``, ``val_lst`` (``--no-shuffle``: annotation order),
+    ``names_file``, ``classes``, ``num_classes``, ``label_width`` (the packed
+    label width the widest image needs: pass it or more as ``--label-width`` /
+    ``label_pad_width``) and ``synth`` (the ``synthetic_voc`` record).
+    Read-only.
+    """
+    from data_helpers import pack, read_lst
+
+    out = tmp_path_factory.mktemp("synthetic_rec")
+    paths = {}
+    for split in ("train", "val"):
+        lst = str(out / f"{split}.lst")
+        pack(["--dataset", "pascal", "--year", "synth", "--set", split, "--root", synthetic_voc.devkit,
+              "--target", lst, "--class-names", synthetic_voc.names_file]
+             + (["--no-shuffle"] if split == "val" else []))
+        paths.update({f"{split}_lst": lst, f"{split}_rec": str(out / f"{split}.rec"),
+                      f"{split}_idx": str(out / f"{split}.idx")})
+    widest = max(len(objects) for split in ("train", "val") for _, objects in read_lst(paths[f"{split}_lst"]).values())
+    return types.SimpleNamespace(**paths, names_file=synthetic_voc.names_file, classes=list(synthetic_voc.classes),
+                                 num_classes=len(synthetic_voc.classes), label_width=2 + 6 * widest,
+                                 synth=synthetic_voc)

@@ -1,0 +1,135 @@
+"""``DetRecordIter``: detection batches from a packed ``.rec`` file.
+
+It wraps the C++ ``mx.io.ImageDetRecordIter`` (decoding, the SSD crop / pad /
+mirror / colour augmentation of ``config.config.cfg.train``, resizing, mean and
+std) and reshapes its flat labels into one row per object.
+
+``ImageDetRecordIter`` returns per image ``[4 values it adds, header_width,
+object_width, header..., objects...]`` padded with ``label_pad_value``; the
+header width sits at position 4 and the object width at 5. The first batch is
+read once to learn them, as the original did; every batch then has::
+
+    data   [batch, 3, H, W]  float32, RGB, (pixel - mean) / std
+    label  [batch, max_objects, object_width]  rows [cls, xmin, ymin, xmax, ymax, difficult],
+           normalised; unused rows are -1
+
+``label_pad_width`` is the packed label width (2 + 6 x objects for
+``prepare_dataset.py`` lists); training passes ``--label-width`` (350: 58
+objects) so that train and validation batches have the same shape.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Sequence
+
+import mxnet as mx
+
+from tools.cli import UserError
+
+RECORDIO_MAGIC = 0xCED7230A
+_PAD_TOO_SMALL = re.compile(r"label_pad_width:?\s*(-?\d+)\s*smaller than estimated width:?\s*(\d+)")
+
+
+def _check_record_file(path: str, what: str) -> None:
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: {what} not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if len(head) < 4 or struct.unpack("<I", head)[0] != RECORDIO_MAGIC:
+        raise UserError(f"{path}: not a RecordIO file (pack one with tools/prepare_dataset.py)")
+
+
+class DetRecordIter(mx.io.DataIter):
+    """Detection data iterator over ``ImageDetRecordIter``.
+
+    Args:
+        path_imgrec: the ``.rec`` file.
+        batch_size: images per batch; the last batch wraps around (``batch.pad`` says how many).
+        data_shape: output size, an int (square) or (3, H, W).
+        path_imglist: optional ``.lst`` whose labels replace those packed in the ``.rec``.
+        label_width: labels per image, -1 for variable.
+        label_pad_width: pad every label to this packed width (2 + 6 x objects); -1 pads to the widest.
+        label_pad_value: value of the padding rows.
+        resize_mode: 'force' (stretch to data_shape), 'shrink' or 'fit'.
+        mean_pixels: RGB means subtracted from the pixels.
+        std_pixels: RGB standard deviations the result is divided by; None: no division.
+        **kwargs: more ``ImageDetRecordIter`` arguments, usually ``**cfg.train`` or ``**cfg.valid``.
+    """
+
+    def __init__(self, path_imgrec: str, batch_size: int, data_shape: int | Sequence[int], path_imglist: str = "",
+                 label_width: int = -1, label_pad_width: int = -1, label_pad_value: float = -1,
+                 resize_mode: str = "force", mean_pixels: Sequence[float] = (123, 117, 104),
+                 std_pixels: Sequence[float] | None = None, **kwargs):
+        super().__init__(batch_size)
+        _check_record_file(path_imgrec, "record file")
+        if path_imglist and not os.path.isfile(path_imglist):
+            raise UserError(f"{path_imglist}: image list file not found")
+        if isinstance(data_shape, int):
+            data_shape = (3, data_shape, data_shape)
+        data_shape = tuple(int(v) for v in data_shape)
+        if len(data_shape) != 3 or data_shape[0] != 3:
+            raise UserError(f"--data-shape: expected an int or (3, H, W), got {data_shape}")
+        if std_pixels is not None:
+            kwargs.update(std_r=std_pixels[0], std_g=std_pixels[1], std_b=std_pixels[2])
+        self.path_imgrec = path_imgrec
+        try:
+            self.rec = mx.io.ImageDetRecordIter(
+                path_imgrec=path_imgrec, path_imglist=path_imglist, label_width=label_width,
+                label_pad_width=label_pad_width, label_pad_value=label_pad_value, batch_size=batch_size,
+                data_shape=data_shape, mean_r=mean_pixels[0], mean_g=mean_pixels[1], mean_b=mean_pixels[2],
+                resize_mode=resize_mode, **kwargs)
+        except mx.base.MXNetError as err:
+            too_small = _PAD_TOO_SMALL.search(str(err))
+            if too_small:
+                pad, needed = too_small.groups()
+                raise UserError(f"--label-width {pad} is too small for {path_imgrec}: its largest label needs "
+                                f"{needed}; pass --label-width {needed} or more") from None
+            raise
+
+        self.provide_label = None
+        if not self._get_batch():
+            raise UserError(f"{path_imgrec}: no images in the record file")
+        self.reset()
+
+    @property
+    def provide_data(self) -> list:
+        return self.rec.provide_data
+
+    def reset(self) -> None:
+        self.rec.reset()
+
+    def iter_next(self) -> bool:
+        return self._get_batch()
+
+    def next(self) -> mx.io.DataBatch:
+        if self.iter_next():
+            return self._batch
+        raise StopIteration
+
+    def _get_batch(self) -> bool:
+        try:
+            batch = self.rec.next()
+        except StopIteration:
+            return False
+        label = batch.label[0].asnumpy()
+        if self.provide_label is None:
+            # learn the layout from the first image, as the original did
+            first = label[0]
+            self.batch_size = label.shape[0]
+            self.label_header_width = int(first[4])
+            self.label_object_width = int(first[5])
+            if self.label_object_width < 5:
+                raise UserError(f"{self.path_imgrec}: object width {self.label_object_width} < 5; "
+                                "not a detection record file (pack it with tools/prepare_dataset.py)")
+            self.label_start = 4 + self.label_header_width
+            self.max_objects = (first.size - self.label_start) // self.label_object_width
+            self.label_shape = (self.batch_size, self.max_objects, self.label_object_width)
+            self.provide_label = [mx.io.DataDesc("label", self.label_shape)]
+        end = self.label_start + self.max_objects * self.label_object_width
+        objects = label[:, self.label_start:end].reshape(self.label_shape)
+        self._batch = mx.io.DataBatch(data=batch.data, label=[mx.nd.array(objects)], pad=batch.pad,
+                                      index=batch.index, provide_data=self.provide_data,
+                                      provide_label=self.provide_label)
+        return True
