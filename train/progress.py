@@ -37,16 +37,17 @@ class ProgressLogger:
         self._epoch = None
         self._epoch_tic = 0.0
         self._window_tic = 0.0
+        self._window_start = 0
 
     def __call__(self, param) -> None:
         now = time.time()
         if param.epoch != self._epoch:
-            self._epoch, self._epoch_tic, self._window_tic = param.epoch, now, now
+            self._epoch, self._epoch_tic, self._window_tic, self._window_start = param.epoch, now, now, 0
         done = param.nbatch + 1
         if done % self.frequent and not param.locals.get("end_of_batch", False):
             return
-        speed = self.frequent * self.batch_size / max(now - self._window_tic, 1e-9)
-        self._window_tic = now
+        speed = (done - self._window_start) * self.batch_size / max(now - self._window_tic, 1e-9)
+        self._window_tic, self._window_start = now, done
         names_values = param.eval_metric.get_global_name_value() if param.eval_metric else []
         for name, value in names_values:
             if not math.isfinite(value):
@@ -81,7 +82,8 @@ class TrainingHistory:
         self.rows = []
         if begin_epoch > 0 and os.path.isfile(self.csv_path):
             with open(self.csv_path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < begin_epoch]
+                # rows are numbered like checkpoints: row N is the state after N epochs
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= begin_epoch]
 
     def add(self, row: dict) -> None:
         self.rows.append({k: v for k, v in row.items()})

@@ -21,11 +21,11 @@ import re
 from collections.abc import Sequence
 
 import mxnet as mx
+
+from config.config import cfg
 from dataset.iterator import DetRecordIter
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
-
-from config.config import cfg
 from tools.cli import UserError
 from train import checkpoint
 from train.metric import MultiBoxMetric
@@ -97,6 +97,25 @@ def check_params_match(net: mx.sym.Symbol, args: dict, auxs: dict, input_shapes:
                         f"this network needs {tuple(want)}")
 
 
+class ResumableModule(mx.mod.Module):
+    """A Module that loads saved optimizer state (momentum) as soon as its optimizer exists.
+
+    ``Module.fit`` creates the optimizer itself, so this is the one place where
+    the state of a resumed run can be restored before the first update.
+    """
+
+    def __init__(self, *args, optimizer_states: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._optimizer_states_file = optimizer_states
+
+    def init_optimizer(self, *args, **kwargs) -> None:
+        super().init_optimizer(*args, **kwargs)
+        if self._optimizer_states_file:
+            self.load_optimizer_states(self._optimizer_states_file)
+            self.logger.info("Restored optimizer state from %s", self._optimizer_states_file)
+            self._optimizer_states_file = None
+
+
 class _EpochRecorder:
     """Epoch-end work: checkpoint + optimizer state, history row, best checkpoint."""
 
@@ -156,6 +175,7 @@ def train_net(
     given: the caller appends ``_<network>_<shape>``). ``resume`` may be 'auto'.
     ``force_nms`` is the original's name for ``force_suppress``; either turns it on.
     """
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logger = logging.getLogger()
     logger.setLevel(logging.INFO)
     if log_file:
@@ -237,9 +257,6 @@ def train_net(
         return {"prefix": prefix, "begin_epoch": begin_epoch, "end_epoch": end_epoch,
                 "best_map": checkpoint.best_score(prefix)}
 
-    mod = mx.mod.Module(symbol, label_names=("label",), logger=logger, context=ctx,
-                        fixed_param_names=fixed_param_names)
-
     learning_rate, lr_scheduler = get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
                                                    num_example, batch_size, begin_epoch, warmup_epochs)
     optimizer_params = {
@@ -247,29 +264,23 @@ def train_net(
         "lr_scheduler": lr_scheduler, "clip_gradient": None,
         "rescale_grad": 1.0 / len(ctx) if ctx else 1.0,
     }
-    kvstore = mx.kvstore.create(kv_store)
-    # Bind and set up the optimizer before fit() so the saved momentum can be
-    # loaded; fit() then reuses this state instead of starting afresh.
-    mod.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label)
-    mod.init_params(initializer=mx.init.Xavier(), arg_params=args, aux_params=auxs, allow_missing=True)
-    mod.init_optimizer(kvstore=kvstore, optimizer="sgd", optimizer_params=optimizer_params)
-    if states_file:
-        mod.load_optimizer_states(states_file)
-        logger.info("Restored optimizer state from %s", states_file)
+    mod = ResumableModule(symbol, label_names=("label",), logger=logger, context=ctx,
+                          fixed_param_names=fixed_param_names, optimizer_states=states_file)
 
     train_metric = MultiBoxMetric()
     metric_cls = VOC07MApMetric if voc07_metric else MApMetric
     valid_metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=3)
     history = TrainingHistory(prefix, begin_epoch)
     recorder = _EpochRecorder(mod, prefix, train_metric, history, val_iter is not None, logger)
-    progress = ProgressLogger(batch_size, frequent, num_example // batch_size, begin_epoch, end_epoch, logger)
+    batches_per_epoch = -(-num_example // batch_size)  # the iterator pads the last batch
+    progress = ProgressLogger(batch_size, frequent, batches_per_epoch, begin_epoch, end_epoch, logger)
     monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
 
     mod.fit(
         train_iter, val_iter, eval_metric=train_metric, validation_metric=valid_metric,
         batch_end_callback=progress, epoch_end_callback=recorder.epoch_end,
         eval_end_callback=recorder.eval_end if val_iter is not None else None,
-        optimizer="sgd", optimizer_params=optimizer_params, kvstore=kvstore,
+        optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(kv_store),
         begin_epoch=begin_epoch, num_epoch=end_epoch, initializer=mx.init.Xavier(),
         arg_params=args, aux_params=auxs, allow_missing=True, monitor=monitor,
     )
