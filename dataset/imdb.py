@@ -40,10 +40,11 @@ OBJECT_WIDTH = 6  # [cls_id, xmin, ymin, xmax, ymax, difficult]
 
 
 class BadEntry(NamedTuple):
-    """An input dropped under ``skip_bad``: the file and why."""
+    """An input dropped under ``skip_bad``: the file, why, and the kind of fault (for counting)."""
 
     path: str
     reason: str
+    kind: str
 
 
 class ListStats(NamedTuple):
@@ -57,10 +58,11 @@ class ListStats(NamedTuple):
 class BadEntryError(Exception):
     """Raised by annotation parsers for one bad image; :meth:`Imdb._bad` decides what happens."""
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str, kind: str | None = None):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.kind = kind or reason  # short and the same for every instance: "empty box"
 
 
 def load_class_names(names: str | Sequence[str]) -> list[str]:
@@ -107,10 +109,11 @@ def read_image_checked(path: str) -> np.ndarray:
     except FileNotFoundError:
         raise BadEntryError(path, "image file not found") from None
     except OSError as err:
-        raise BadEntryError(path, f"cannot read image ({err.strerror})") from None
+        raise BadEntryError(path, f"cannot read image ({err.strerror})", kind="cannot read image") from None
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise BadEntryError(path, "cannot decode image (not a valid JPEG/PNG file)")
+        raise BadEntryError(path, "cannot decode image (not a valid JPEG/PNG file)",
+                            kind="cannot decode image")
     return img
 
 
@@ -153,7 +156,7 @@ class Imdb:
         """Stop with a one-line error, or, with ``skip_bad``, note the entry as dropped."""
         if not self.skip_bad:
             raise UserError(str(err)) from None
-        self.dropped.append(BadEntry(err.path, err.reason))
+        self.dropped.append(BadEntry(err.path, err.reason, err.kind))
 
     @staticmethod
     def _shuffled(items: list, shuffle: bool) -> list:
@@ -179,7 +182,7 @@ class Imdb:
             size = self.image_size_from_index(index)
             if size is not None and (img.shape[1], img.shape[0]) != tuple(size):
                 return BadEntryError(path, f"image is {img.shape[1]}x{img.shape[0]} but its annotation "
-                                           f"says {size[0]}x{size[1]}")
+                                           f"says {size[0]}x{size[1]}", kind="image size differs from annotation")
             return None
 
         indices = [i for i in range(self.num_images) if i not in self._excluded]

@@ -13,6 +13,14 @@ read once to learn them, as the original did; every batch then has::
     label  [batch, max_objects, object_width]  rows [cls, xmin, ymin, xmax, ymax, difficult],
            normalised; unused rows are -1
 
+The last batch of an epoch is filled up with repeated images; ``batch.pad``
+says how many. ``ImageDetRecordIter``'s default ``round_batch=True`` fills it
+with the next epoch's first images and then starts that epoch after them, and
+its prefetch thread can do so before the first ``reset()``: an evaluation that
+honours ``pad`` then silently skips images. ``DetRecordIter`` therefore
+defaults to ``round_batch=False``: every epoch starts at the first image and
+yields each image exactly once outside the padding.
+
 ``label_pad_width`` is the packed label width (2 + 6 x objects for
 ``prepare_dataset.py`` lists); training passes ``--label-width`` (350: 58
 objects) so that train and validation batches have the same shape.
@@ -46,7 +54,7 @@ class DetRecordIter(mx.io.DataIter):
 
     Args:
         path_imgrec: the ``.rec`` file.
-        batch_size: images per batch; the last batch wraps around (``batch.pad`` says how many).
+        batch_size: images per batch; the last batch is padded with repeats (``batch.pad`` says how many).
         data_shape: output size, an int (square) or (3, H, W).
         path_imglist: optional ``.lst`` whose labels replace those packed in the ``.rec``.
         label_width: labels per image, -1 for variable.
@@ -71,6 +79,7 @@ class DetRecordIter(mx.io.DataIter):
         data_shape = tuple(int(v) for v in data_shape)
         if len(data_shape) != 3 or data_shape[0] != 3:
             raise UserError(f"--data-shape: expected an int or (3, H, W), got {data_shape}")
+        kwargs.setdefault("round_batch", False)  # see the module doc
         if std_pixels is not None:
             kwargs.update(std_r=std_pixels[0], std_g=std_pixels[1], std_b=std_pixels[2])
         self.path_imgrec = path_imgrec

@@ -72,7 +72,8 @@ class Coco(Imdb):
             try:
                 if image_id not in images:
                     raise BadEntryError(f"{anno_file}: annotation {by_image[image_id][0].get('id')}",
-                                        f"refers to image id {image_id}, which is not in 'images'")
+                                        f"refers to image id {image_id}, which is not in 'images'",
+                                        kind="unknown image id")
                 label = self._parse_image(images[image_id], by_image[image_id], categories)
             except BadEntryError as err:
                 self._bad(err)
@@ -99,30 +100,31 @@ class Coco(Imdb):
         try:
             width, height = float(image["width"]), float(image["height"])
         except (KeyError, TypeError, ValueError):
-            raise BadEntryError(where, "no numeric width/height") from None
+            raise BadEntryError(where, "no numeric width/height", kind="bad image size") from None
         if width <= 0 or height <= 0:
-            raise BadEntryError(where, f"image size {width:g}x{height:g} is not positive")
+            raise BadEntryError(where, f"image size {width:g}x{height:g} is not positive", kind="bad image size")
         rows = []
         for ann in annotations:
             what = f"annotation {ann.get('id')}"
             name = categories.get(ann.get("category_id"))
             if name is None:
-                raise BadEntryError(where, f"{what}: category id {ann.get('category_id')} is not in 'categories'")
+                raise BadEntryError(where, f"{what}: category id {ann.get('category_id')} is not in 'categories'",
+                                    kind="unknown category")
             if name not in self.classes:
                 raise BadEntryError(where, f"{what}: class {name!r} is not in the class list "
-                                           f"({describe_classes(self.classes)})")
+                                           f"({describe_classes(self.classes)})", kind="unknown class")
             try:
                 x, y, w, h = (float(v) for v in ann["bbox"])
             except (KeyError, TypeError, ValueError):
-                raise BadEntryError(where, f"{what}: bbox must be [x, y, width, height]") from None
+                raise BadEntryError(where, f"{what}: bbox must be [x, y, width, height]", kind="bad box") from None
             if w <= 0 or h <= 0:
                 raise BadEntryError(where, f"{what}: empty box [{x:g}, {y:g}, {w:g}, {h:g}] "
-                                           "(needs width > 0 and height > 0)")
+                                           "(needs width > 0 and height > 0)", kind="empty box")
             tol = BORDER_TOLERANCE_PX
             x1, y1 = max(x, 0.0) / width, max(y, 0.0) / height
             x2, y2 = min(x + w, width) / width, min(y + h, height) / height
             if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol or x1 >= x2 or y1 >= y2:
                 raise BadEntryError(where, f"{what}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the "
-                                           f"{width:g}x{height:g} image")
+                                           f"{width:g}x{height:g} image", kind="box outside image")
             rows.append([self.classes.index(name), x1, y1, x2, y2, float(bool(ann.get("iscrowd", 0)))])
         return np.array(rows, dtype=np.float32).reshape(-1, 6)

@@ -105,14 +105,14 @@ class PascalVoc(Imdb):
         except FileNotFoundError:
             raise BadEntryError(path, "annotation file not found") from None
         except ET.ParseError as err:
-            raise BadEntryError(path, f"cannot parse XML ({err})") from None
+            raise BadEntryError(path, f"cannot parse XML ({err})", kind="cannot parse XML") from None
         try:
             width = float(root.findtext("size/width"))
             height = float(root.findtext("size/height"))
         except (TypeError, ValueError):
-            raise BadEntryError(path, "no numeric <size><width>/<height>") from None
+            raise BadEntryError(path, "no numeric <size><width>/<height>", kind="bad image size") from None
         if width <= 0 or height <= 0:
-            raise BadEntryError(path, f"image size {width:g}x{height:g} is not positive")
+            raise BadEntryError(path, f"image size {width:g}x{height:g} is not positive", kind="bad image size")
         self._sizes[image_id] = (int(width), int(height))
 
         rows = []
@@ -121,20 +121,21 @@ class PascalVoc(Imdb):
             what = f"object {k} ({name!r})"
             if name not in self.classes:
                 raise BadEntryError(path, f"{what}: class {name!r} is not in the class list "
-                                          f"({describe_classes(self.classes)})")
+                                          f"({describe_classes(self.classes)})", kind="unknown class")
             try:
                 xmin, ymin, xmax, ymax = (float(obj.findtext(f"bndbox/{key}"))
                                           for key in ("xmin", "ymin", "xmax", "ymax"))
                 difficult = int(obj.findtext("difficult") or 0)
             except (TypeError, ValueError):
-                raise BadEntryError(path, f"{what}: <bndbox> needs numeric xmin, ymin, xmax, ymax") from None
+                raise BadEntryError(path, f"{what}: <bndbox> needs numeric xmin, ymin, xmax, ymax",
+                                    kind="bad box") from None
             if xmin >= xmax or ymin >= ymax:
                 raise BadEntryError(path, f"{what}: empty box, xmin {xmin:g} ymin {ymin:g} xmax {xmax:g} "
-                                          f"ymax {ymax:g} (needs xmin < xmax and ymin < ymax)")
+                                          f"ymax {ymax:g} (needs xmin < xmax and ymin < ymax)", kind="empty box")
             # 0 is accepted as a 0-based "first pixel", which some VOC-style tools write
             if xmin < 0 or ymin < 0 or xmax > width or ymax > height:
                 raise BadEntryError(path, f"{what}: box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies outside "
-                                          f"the {width:g}x{height:g} image")
+                                          f"the {width:g}x{height:g} image", kind="box outside image")
             rows.append([self.classes.index(name), max(xmin - 1, 0) / width, max(ymin - 1, 0) / height,
                          xmax / width, ymax / height, float(difficult != 0)])
         return np.array(rows, dtype=np.float32).reshape(-1, 6)

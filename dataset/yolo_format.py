@@ -99,15 +99,16 @@ class YoloFormat(Imdb):
                     raise ValueError
                 cls_id, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:])
             except ValueError:
-                raise BadEntryError(path, f"line {lineno}: expected 'cls cx cy w h', got {line.strip()!r}") from None
+                raise BadEntryError(path, f"line {lineno}: expected 'cls cx cy w h', got {line.strip()!r}",
+                                    kind="bad label line") from None
             if not 0 <= cls_id < self.num_classes:
                 raise BadEntryError(path, f"line {lineno}: class id {cls_id} is not in the class list "
-                                          f"(0..{self.num_classes - 1})")
+                                          f"(0..{self.num_classes - 1})", kind="unknown class")
             if w <= 0 or h <= 0:
-                raise BadEntryError(path, f"line {lineno}: empty box, width {w:g} height {h:g}")
+                raise BadEntryError(path, f"line {lineno}: empty box, width {w:g} height {h:g}", kind="empty box")
             box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
             if box.min() < -BORDER_TOLERANCE or box.max() > 1 + BORDER_TOLERANCE:
                 raise BadEntryError(path, f"line {lineno}: box (cx {cx:g}, cy {cy:g}, w {w:g}, h {h:g}) "
-                                          "lies outside the image")
+                                          "lies outside the image", kind="box outside image")
             rows.append([cls_id, *np.clip(box, 0.0, 1.0), 0.0])
         return np.array(rows, dtype=np.float32).reshape(-1, 6)

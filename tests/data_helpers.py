@@ -39,8 +39,7 @@ def expected_labels(image: SynthImage, with_difficult: bool = True) -> np.ndarra
     return np.array(rows, dtype=np.float64).reshape(-1, 6)
 
 
-def write_voc_set(devkit: str, year: str, image_set: str, samples: Sequence[tuple],
-                  classes: Sequence[str]) -> str:
+def write_voc_set(devkit: str, year: str, image_set: str, samples: Sequence[tuple]) -> str:
     """Write a VOC devkit: ``samples`` are ``(image_id, bgr_image, objects)`` with objects
     ``(name, xmin, ymin, xmax, ymax, difficult)`` in VOC 1-based pixels. Returns ``VOC<year>``'s path."""
     data = os.path.join(devkit, "VOC" + year)

@@ -133,8 +133,7 @@ def report_dropped(imdb: Imdb, limit: int = 20) -> None:
         print(f"  {entry.path}: {entry.reason}")
     if len(imdb.dropped) > limit:
         print(f"  ... and {len(imdb.dropped) - limit} more")
-    # group reasons by their kind, leaving out the details after the first ':' or '('
-    kinds = Counter(entry.reason.split(" (")[0].split(": ")[-1] for entry in imdb.dropped)
+    kinds = Counter(entry.kind for entry in imdb.dropped)
     print("  by reason: " + "; ".join(f"{n} x {kind}" for kind, n in kinds.most_common()))
 
 
