@@ -95,6 +95,9 @@ class DetRecordIter(mx.io.DataIter):
                 pad, needed = too_small.groups()
                 raise UserError(f"--label-width {pad} is too small for {path_imgrec}: its largest label needs "
                                 f"{needed}; pass --label-width {needed} or more") from None
+            if path_imglist and "Bad ImageList format" in str(err):
+                raise UserError(f"{path_imglist}: every line must hold label_width={label_width} labels; "
+                                "detection lists vary, so leave label_width at -1") from None
             raise
 
         self.provide_label = None

@@ -195,3 +195,23 @@ def test_cli_prints_one_line_and_exits_2(voc):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {path}: cannot parse XML")
     _assert_no_output(out)
+
+
+def test_image_list_with_fixed_label_width(synthetic_rec):
+    """A .lst given as path_imglist works with the default label_width -1, and names itself otherwise."""
+    it = DetRecordIter(synthetic_rec.val_rec, 4, 32, path_imglist=synthetic_rec.val_lst, **cfg.valid)
+    assert it.provide_label[0].shape[2] == 6
+    with pytest.raises(UserError, match=re.escape(f"{synthetic_rec.val_lst}: every line must hold label_width=50")):
+        DetRecordIter(synthetic_rec.val_rec, 4, 32, path_imglist=synthetic_rec.val_lst, label_width=50, **cfg.valid)
+
+
+def test_image_size_differs_from_annotation(voc):
+    synth, out = voc
+    image = synth.images[1]
+    path = _edit_xml(synth, 1, f"<width>{image.width}</width>", f"<width>{image.width + 10}</width>")
+    assert path.endswith(".xml")
+    message = (f"{synth.image_path(image)}: image is {image.width}x{image.height} but its annotation says "
+               f"{image.width + 10}x{image.height}")
+    with pytest.raises(UserError, match=re.escape(message)):
+        _prepare(synth, out)
+    _assert_no_output(out)

@@ -212,3 +212,23 @@ def test_every_epoch_yields_each_image_once(synthetic_rec):
         seen = [int(i) for b in batches for i in b.index[:3 - b.pad]]
         assert seen == list(range(8))
         it.reset()
+
+
+def test_module_fit_accepts_iterator(synthetic_rec):
+    """Module.fit binds 'data' and 'label' from provide_data/provide_label and runs every batch."""
+    import mxnet as mx
+
+    from config.config import cfg
+
+    it = DetRecordIter(synthetic_rec.train_rec, 8, 32, label_pad_width=synthetic_rec.label_width, **cfg.train)
+    data, label = mx.sym.Variable("data"), mx.sym.Variable("label")
+    pooled = mx.sym.Pooling(data, kernel=(1, 1), global_pool=True, pool_type="avg")
+    score = mx.sym.FullyConnected(mx.sym.flatten(pooled), num_hidden=1)
+    # regress the number of objects, read from the label rows that are not padding
+    count = mx.sym.sum(mx.sym.slice_axis(label, axis=2, begin=0, end=1) >= 0, axis=(1, 2))
+    loss = mx.sym.MakeLoss(mx.sym.mean(mx.sym.square(mx.sym.flatten(score) - count.reshape((-1, 1))) * 1e-6))
+    mod = mx.mod.Module(loss, data_names=["data"], label_names=["label"], context=mx.cpu())
+    batches = []
+    mod.fit(it, num_epoch=2, optimizer="sgd", optimizer_params={"learning_rate": 1e-3},
+            eval_metric=mx.metric.Loss(), batch_end_callback=lambda p: batches.append((p.epoch, p.nbatch)))
+    assert batches == [(e, b) for e in range(2) for b in range(3)]

@@ -43,7 +43,7 @@ sets and years are comma lists: --year 2007,2012 --set trainval reads both years
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=LAYOUTS,
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", ""), epilog=LAYOUTS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="pascal", choices=["pascal", "coco", "yolo"],
                         help="annotation format (default: %(default)s)")
@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="threads for checking and processes for packing images (default: %(default)s)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="drop bad images and annotations (and say which) instead of stopping")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality im2rec re-encodes with")
+    parser.add_argument("--quality", type=int, default=95,
+                        help="JPEG quality im2rec re-encodes with (default: %(default)s)")
     parser.add_argument("--pass-through", action="store_true",
                         help="pack the image files as they are instead of re-encoding them")
     parser.add_argument("--resize", type=int, default=0,
