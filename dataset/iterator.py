@@ -13,13 +13,16 @@ read once to learn them, as the original did; every batch then has::
     label  [batch, max_objects, object_width]  rows [cls, xmin, ymin, xmax, ymax, difficult],
            normalised; unused rows are -1
 
-The last batch of an epoch is filled up with repeated images; ``batch.pad``
-says how many. ``ImageDetRecordIter``'s default ``round_batch=True`` fills it
-with the next epoch's first images and then starts that epoch after them, and
-its prefetch thread can do so before the first ``reset()``: an evaluation that
-honours ``pad`` then silently skips images. ``DetRecordIter`` therefore
-defaults to ``round_batch=False``: every epoch starts at the first image and
-yields each image exactly once outside the padding.
+The last batch of an epoch is filled up with repeats of its own first images
+(data, labels and index); ``batch.pad`` says how many. ``ImageDetRecordIter``'s
+default ``round_batch=True`` fills it with the next epoch's first images and
+then starts that epoch after them (its prefetch thread can do so even before
+the first ``reset()``), so an evaluation that honours ``pad`` silently skips
+images, and a set smaller than one batch fails in the second epoch. With
+``round_batch=False`` it leaves stale or all-zero entries, whose zero labels
+would read as degenerate class-0 boxes. ``DetRecordIter`` therefore uses
+``round_batch=False`` and fills the padding itself: every epoch starts at the
+first image and yields each image exactly once outside the padding.
 
 ``label_pad_width`` is the packed label width (2 + 6 x objects for
 ``prepare_dataset.py`` lists); training passes ``--label-width`` (350: 58
@@ -33,6 +36,7 @@ import struct
 from collections.abc import Sequence
 
 import mxnet as mx
+import numpy as np
 
 from tools.cli import UserError
 
@@ -79,7 +83,7 @@ class DetRecordIter(mx.io.DataIter):
         data_shape = tuple(int(v) for v in data_shape)
         if len(data_shape) != 3 or data_shape[0] != 3:
             raise UserError(f"--data-shape: expected an int or (3, H, W), got {data_shape}")
-        kwargs.setdefault("round_batch", False)  # see the module doc
+        kwargs["round_batch"] = False  # see the module doc
         if std_pixels is not None:
             kwargs.update(std_r=std_pixels[0], std_g=std_pixels[1], std_b=std_pixels[2])
         self.path_imgrec = path_imgrec
@@ -141,7 +145,13 @@ class DetRecordIter(mx.io.DataIter):
             self.provide_label = [mx.io.DataDesc("label", self.label_shape)]
         end = self.label_start + self.max_objects * self.label_object_width
         objects = label[:, self.label_start:end].reshape(self.label_shape)
-        self._batch = mx.io.DataBatch(data=batch.data, label=[mx.nd.array(objects)], pad=batch.pad,
-                                      index=batch.index, provide_data=self.provide_data,
-                                      provide_label=self.provide_label)
+        data, index = batch.data[0], batch.index
+        if batch.pad:
+            # repeat the real images over the padding (see the module doc)
+            real = self.batch_size - batch.pad
+            source = np.concatenate([np.arange(real), np.arange(batch.pad) % real])
+            data = mx.nd.take(data, mx.nd.array(source, ctx=data.context))
+            objects, index = objects[source], np.asarray(index)[source]
+        self._batch = mx.io.DataBatch(data=[data], label=[mx.nd.array(objects)], pad=batch.pad, index=index,
+                                      provide_data=self.provide_data, provide_label=self.provide_label)
         return True

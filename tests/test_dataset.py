@@ -201,16 +201,23 @@ def test_iterator_mean_and_std(synthetic_rec):
     np.testing.assert_allclose(normed, expected, rtol=1e-5, atol=1e-4)
 
 
-def test_every_epoch_yields_each_image_once(synthetic_rec):
-    """8 images in batches of 3: the last batch has 1 repeat (pad), and no epoch skips an image."""
+@pytest.mark.parametrize("batch_size, pads", [(3, [0, 0, 1]), (12, [4])])
+def test_every_epoch_yields_each_image_once(synthetic_rec, batch_size, pads):
+    """8 val images: no epoch skips one, and the padding repeats the batch's own first images."""
     from config.config import cfg
 
-    it = DetRecordIter(synthetic_rec.val_rec, 3, 32, **cfg.valid)
+    it = DetRecordIter(synthetic_rec.val_rec, batch_size, 32, **cfg.valid)
     for _ in range(3):
         batches = list(it)
-        assert [b.pad for b in batches] == [0, 0, 1]
-        seen = [int(i) for b in batches for i in b.index[:3 - b.pad]]
+        assert [b.pad for b in batches] == pads
+        seen = [int(i) for b in batches for i in b.index[:batch_size - b.pad]]
         assert seen == list(range(8))
+        last = batches[-1]
+        real = batch_size - last.pad
+        for k in range(real, batch_size):
+            assert last.index[k] == last.index[k - real]
+            np.testing.assert_array_equal(last.data[0][k].asnumpy(), last.data[0][k - real].asnumpy())
+            np.testing.assert_array_equal(last.label[0][k].asnumpy(), last.label[0][k - real].asnumpy())
         it.reset()
 
 

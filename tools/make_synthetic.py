@@ -229,11 +229,11 @@ def _render_image(settings: _Settings, number: int, split: str) -> tuple[SynthIm
     order = np.argsort(-sizes * rng.uniform(0.6, 1.4, num_objects))
     owner = np.full((height, width), -1, np.int32)  # which object shows at each pixel
     drawn = []
-    for k, obj in enumerate(order):
+    for k, which in enumerate(order):
         cls_id = int(rng.integers(0, settings.classes))
         shape = SHAPE_NAMES[cls_id]
         aspect = np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
-        radii = 0.5 * sizes[obj] * side * np.array([np.sqrt(aspect), 1 / np.sqrt(aspect)])
+        radii = 0.5 * sizes[which] * side * np.array([np.sqrt(aspect), 1 / np.sqrt(aspect)])
         angle = rng.uniform(0, 2 * np.pi)
         while True:  # the centre stays in the image; retry the rare shape left with < 3 px inside
             centre = rng.uniform([0.02 * width, 0.02 * height], [0.98 * width, 0.98 * height])
