@@ -211,6 +211,14 @@ def test_too_small_data_shape_names_the_flag_and_layer(network, shape, layer):
         get_symbol(network, shape, num_classes=20)
 
 
+def test_untested_vgg_shape_only_warns(caplog):
+    with caplog.at_level("WARNING"):
+        sym = get_symbol("vgg16_reduced", 320, num_classes=20)
+    assert "--data-shape 320 was not tested" in caplog.text
+    assert _infer(sym, 320, "multibox_anchors") == [(1, 40 * 40 * 4 + 20 * 20 * 6 + 10 * 10 * 6 + 5 * 5 * 6
+                                                      + 3 * 3 * 4 + 1 * 4, 4)]
+
+
 def test_unknown_cls_loss_is_a_user_error():
     with pytest.raises(UserError, match="^--cls-loss"):
         get_symbol_train("toy", 256, num_classes=2, cls_loss="hinge")
