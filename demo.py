@@ -12,6 +12,8 @@ import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import DEMO as D
 from tools.cli import UserError, add_pixel_args, parse_class_names, pixel_stats, run_cli
 
+LOSSLESS_EXTENSIONS = (".png", ".bmp")
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Single-shot detection network demo",
@@ -108,8 +110,11 @@ def run_images(detector, paths, args, class_names) -> int:
             print(f"{path}: {len(dets)} detections{timer}")
             print(format_detections(dets, class_names))
             if args.out_dir:
-                out_path = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + ".jpg")
-                tmp = out_path + ".tmp.jpg"
+                stem, ext = os.path.splitext(os.path.basename(path))
+                # a lossless input stays lossless; anything else is written as JPEG
+                ext = ext.lower() if ext.lower() in LOSSLESS_EXTENSIONS else ".jpg"
+                out_path = os.path.join(args.out_dir, stem + ext)
+                tmp = out_path + ".tmp" + ext
                 cv2.imwrite(tmp, draw_detections(image, dets, class_names))
                 os.replace(tmp, out_path)
     if args.out_dir:
@@ -117,19 +122,32 @@ def run_images(detector, paths, args, class_names) -> int:
     return failed
 
 
-def run_stream(detector, args, class_names) -> None:
-    """Annotate a video file, or show the camera until 'q'."""
+def open_stream(args):
+    """The ``cv2.VideoCapture`` of ``--camera`` or ``--video``, opened before the model is loaded
+    so that a missing camera or file is one line of error and nothing else."""
+    import cv2
+
+    if args.video and not os.path.isfile(args.video):
+        raise UserError(f"--video {args.video}: file not found")
+    # OpenCV logs a WARN/ERROR line per backend it tries; the UserError below says it once
+    log_level = cv2.getLogLevel()
+    cv2.setLogLevel(0)
+    try:
+        capture = cv2.VideoCapture(0 if args.camera else args.video)
+    finally:
+        cv2.setLogLevel(log_level)
+    if not capture.isOpened():
+        raise UserError("--camera: no camera could be opened (device 0)" if args.camera
+                        else f"--video {args.video}: cannot be opened as a video")
+    return capture
+
+
+def run_stream(detector, capture, args, class_names) -> None:
+    """Annotate a video file, or show the camera until 'q'; ``capture`` comes from :func:`open_stream`."""
     import cv2
 
     from evaluate.detector import draw_detections
 
-    source = 0 if args.camera else args.video
-    if args.video and not os.path.isfile(args.video):
-        raise UserError(f"--video {args.video}: file not found")
-    capture = cv2.VideoCapture(source)
-    if not capture.isOpened():
-        raise UserError("--camera: no camera could be opened (device 0)" if args.camera
-                        else f"--video {args.video}: cannot be opened as a video")
     how = parse_frame_resize(args.frame_resize)
     writer, out_path, frames = None, None, 0
     try:
@@ -170,7 +188,10 @@ def main(argv=None) -> int:
     class_names = parse_class_names(args.class_names)
     if not class_names:
         raise UserError("--class-names: no class names given")
-    paths = None if (args.camera or args.video) else image_list(args)
+    if args.camera or args.video:
+        paths, capture = None, open_stream(args)
+    else:
+        paths, capture = image_list(args), None
 
     import mxnet as mx
 
@@ -192,7 +213,7 @@ def main(argv=None) -> int:
     detector = Detector(symbol, arg_params, aux_params, args.data_shape, mean_pixels, std_pixels,
                         batch_size=max(1, args.batch_size), ctx=ctx)
     if paths is None:
-        run_stream(detector, args, class_names)
+        run_stream(detector, capture, args, class_names)
         return 0
     failed = run_images(detector, paths, args, class_names)
     if failed:

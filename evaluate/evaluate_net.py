@@ -89,12 +89,14 @@ def evaluate_net(
     logger = logging.getLogger()
     if not os.path.isfile(path_imgrec):
         raise UserError(f"--rec-path {path_imgrec}: file not found")
+    # the model first: a missing or mismatched checkpoint then fails before the
+    # record iterator has written its log lines, so the user sees one line
+    symbol, args, auxs = load_test_model(net, model_prefix, epoch, data_shape, num_classes, nms_thresh,
+                                         force_nms, nms_topk, deploy_net)
     data_shape_3 = (3, data_shape, data_shape)
     eval_iter = DetRecordIter(path_imgrec, batch_size, data_shape_3, mean_pixels=mean_pixels,
                               std_pixels=std_pixels, label_pad_width=label_pad_width,
                               path_imglist=path_imglist, **cfg.valid)
-    symbol, args, auxs = load_test_model(net, model_prefix, epoch, data_shape, num_classes, nms_thresh,
-                                         force_nms, nms_topk, deploy_net)
     mod = mx.mod.Module(symbol, label_names=None, logger=logger, context=list(ctx))
     mod.bind(data_shapes=eval_iter.provide_data, for_training=False)
     mod.set_params(args, auxs, allow_missing=False, allow_extra=True)

@@ -58,3 +58,41 @@ def synthetic_rec(synthetic_voc, tmp_path_factory) -> types.SimpleNamespace:
     return types.SimpleNamespace(**paths, names_file=synthetic_voc.names_file, classes=list(synthetic_voc.classes),
                                  num_classes=len(synthetic_voc.classes), label_width=2 + 6 * widest,
                                  synth=synthetic_voc)
+
+
+# --- model fixtures -------------------------------------------------------------
+@pytest.fixture(scope="session")
+def trained_toy(synthetic_rec, tmp_path_factory) -> types.SimpleNamespace:
+    """The ``toy`` SSD at data shape 128 trained for 2 epochs on ``synthetic_rec`` (seed 0, CPU).
+
+    A namespace with ``prefix`` (the scripts' ``--prefix``, ending in ``_`` so
+    ``toy_128`` is appended), ``checkpoint`` (the full prefix the files carry:
+    ``<checkpoint>-symbol.json``, ``<checkpoint>-0002.params``), ``network``,
+    ``data_shape``, ``epoch``, ``num_class``, ``classes``, ``names_file``,
+    ``val_rec``, ``val_lst`` and ``rec`` (the ``synthetic_rec`` record). A weak
+    model (mAP near 0), but a real checkpoint of the training loop. Read-only.
+    """
+    import mxnet as mx
+    from data_helpers import read_lst
+
+    from config.defaults import TRAIN
+    from train.train_net import train_net
+
+    model_dir = tmp_path_factory.mktemp("trained_toy")
+    network, data_shape, epoch = "toy", 128, 2
+    checkpoint = str(model_dir / f"ssd_{network}_{data_shape}")
+    num_train = len(read_lst(synthetic_rec.train_lst))
+    train_net(
+        net=network, train_path=synthetic_rec.train_rec, num_classes=synthetic_rec.num_classes, batch_size=8,
+        data_shape=data_shape, mean_pixels=[TRAIN["mean_r"], TRAIN["mean_g"], TRAIN["mean_b"]],
+        resume=-1, finetune=-1, pretrained="", epoch=0, prefix=checkpoint, ctx=[mx.cpu()],
+        begin_epoch=0, end_epoch=epoch, frequent=1000, learning_rate=0.01, momentum=0.9,
+        weight_decay=0.0005, lr_refactor_step="", lr_refactor_ratio=1.0, num_example=num_train,
+        class_names=synthetic_rec.classes, seed=0,
+    )
+    return types.SimpleNamespace(
+        prefix=str(model_dir / "ssd_"), checkpoint=checkpoint, network=network, data_shape=data_shape,
+        epoch=epoch, num_class=synthetic_rec.num_classes, classes=list(synthetic_rec.classes),
+        names_file=synthetic_rec.names_file, val_rec=synthetic_rec.val_rec, val_lst=synthetic_rec.val_lst,
+        rec=synthetic_rec)
+
