@@ -7,8 +7,12 @@ original example/rcnn's layer names. Each backbone module binds its two
 functions with ``functools.partial``, which gives ``get_<net>_train`` /
 ``get_<net>_test`` the original signatures (seed 002) without copying them.
 
+Here ``num_classes`` counts the background class (21 for VOC), as in the
+original; ``symbol/rcnn_factory.py`` takes object classes and adds one.
+
 Inputs of the training graph: ``data`` [B, 3, H, W], ``im_info`` [B, 3] rows
-``(height, width, scale)``, ``gt_boxes`` [B, M, 5]; labels ``label``
+``(height, width, scale)``, ``gt_boxes`` [B, M, 5] rows ``[x1, y1, x2, y2, cls]``
+(pixels, classes 1-based, padding rows -1); labels ``label``
 [B, A*fh*fw], ``bbox_target`` and ``bbox_weight`` [B, 4A, fh, fw] (A anchors
 per cell, feature map fh x fw). The test graph takes ``data`` and ``im_info``.
 """

@@ -8,7 +8,14 @@ import symbol.proposal_target  # noqa: F401  (registers the op)
 from dataset.bbox import bbox_pred
 from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
 from dataset.rcnn_loader import feat_shape_from_symbol
-from symbol.rcnn_factory import NETWORKS, get_rcnn_test, get_rcnn_train, make_config, rcnn_initializer
+from symbol.rcnn_factory import (
+    NETWORKS,
+    fixed_param_names,
+    get_rcnn_test,
+    get_rcnn_train,
+    make_config,
+    rcnn_initializer,
+)
 from symbol.rcnn_vgg import get_vgg_test, get_vgg_train
 from tools.cli import UserError
 
@@ -184,6 +191,17 @@ def test_registry_defaults_and_unknown_network():
         get_rcnn_train("faster_rcnn_nope", 20, vgg)
     with pytest.raises(UserError, match="--network"):
         make_config("vgg16")
+
+
+def test_fixed_params_match_by_substring():
+    sym = get_rcnn_train("faster_rcnn_vgg16", 20, make_config("faster_rcnn_vgg16"))
+    assert fixed_param_names(sym, ("conv1", "conv2")) == [
+        f"conv{g}_{i}_{kind}" for g in (1, 2) for i in (1, 2) for kind in ("weight", "bias")
+    ]
+    res = get_rcnn_train("faster_rcnn_resnet50", 20, make_config("faster_rcnn_resnet50"))
+    fixed = fixed_param_names(res, make_config("faster_rcnn_resnet50").net_fixed_params)
+    assert "conv0_weight" in fixed and "stage1_unit3_conv3_weight" in fixed and "bn1_gamma" in fixed
+    assert "stage2_unit1_conv1_weight" not in fixed and "rpn_conv_3x3_weight" not in fixed
 
 
 def _train_batch(sym, cfg, height, width):
