@@ -1,0 +1,237 @@
+"""Training with Module.fit: it learns, resumes exactly, splits across devices, freezes.
+
+The mechanics tests run the toy SSD at 64x64 without augmentation (``cfg.valid``
+for training too) so that two runs can be compared parameter by parameter.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import train.train_net as train_net_module
+from config.config import cfg
+from tools.cli import UserError
+from train import checkpoint
+from train.train_net import train_net
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def no_augmentation(monkeypatch):
+    """Train on the validation settings: no crop, pad, jitter, mirror or shuffle."""
+    patched = type(cfg)(cfg)
+    patched["train"] = dict(cfg.valid)
+    monkeypatch.setattr(train_net_module, "cfg", patched)
+
+
+def run_toy(rec, prefix, end_epoch, *, ctx=None, resume=-1, data_shape=64, lr=0.05, lr_steps="2",
+            batch_size=8, val_path="", pretrained="", epoch=0, freeze="", num_classes=None, seed=0,
+            num_example=None):
+    """train_net on the toy network with the arguments these tests vary."""
+    return train_net(
+        "toy", rec.train_rec, num_classes or rec.num_classes, batch_size, data_shape, [123, 117, 104],
+        resume, -1, pretrained, epoch, prefix, ctx or [mx.cpu()], 0, end_epoch, 100, lr, 0.9, 0.0005,
+        lr_steps, 0.1, freeze, num_example or 24, rec.label_width, 0.45, False, 0.5, False, rec.classes, True,
+        400, False, "", val_path, "", 0, ".*", None, "local", seed=seed,
+    )
+
+
+def load_params(prefix, epoch):
+    _, args, auxs = checkpoint.load_checkpoint(prefix, epoch)
+    return {**{k: v.asnumpy() for k, v in args.items()}, **{k: v.asnumpy() for k, v in auxs.items()}}
+
+
+def max_param_difference(a, b):
+    """Largest difference over the learnable weights.
+
+    BatchNorm moving statistics are left out: mxnet 1.9 updates them outside
+    its dependency engine, so the values a checkpoint catches vary from run to
+    run (measured here), while the weights, which never read them in
+    training, are bit-identical between identical runs.
+    """
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a if "moving_" not in k)
+
+
+@pytest.fixture(scope="module")
+def learn_rec(tmp_path_factory):
+    """2 classes, 128 train / 32 val images with 1-3 large objects: enough to learn in seconds."""
+    from data_helpers import pack, tiny_synthetic
+
+    out = tmp_path_factory.mktemp("learn")
+    synth = tiny_synthetic(out, num_train=128, num_val=32, classes=2, seed=3, min_side=128, max_side=200,
+                           min_size=0.25, max_size=0.6, max_objects=3)
+    for split in ("train", "val"):
+        pack(["--dataset", "pascal", "--year", "synth", "--set", split, "--root", synth.devkit,
+              "--target", str(out / f"{split}.lst"), "--class-names", synth.names_file])
+    import types
+
+    return types.SimpleNamespace(train_rec=str(out / "train.rec"), val_rec=str(out / "val.rec"),
+                                 num_classes=2, classes=list(synth.classes), label_width=350)
+
+
+def test_toy_ssd_learns(learn_rec, tmp_path, no_augmentation):
+    prefix = str(tmp_path / "learn" / "ssd_toy_128")
+    result = train_net(
+        "toy", learn_rec.train_rec, 2, 16, 128, [123, 117, 104], -1, -1, "", 0, prefix, [mx.cpu()], 0, 15, 100,
+        0.02, 0.9, 0.0005, "12", 0.1, "", 128, 350, 0.45, False, 0.5, False, learn_rec.classes, True, 400, False,
+        "", learn_rec.val_rec, "", 0, ".*", None, "local", seed=1,
+    )
+    import csv
+
+    with open(prefix + "-metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 16))
+    first_loss, last_loss = float(rows[0]["train_CrossEntropy"]), float(rows[-1]["train_CrossEntropy"])
+    assert last_loss < 0.5 * first_loss
+    chance = float(rows[0]["val_mAP"])  # after one epoch the detector is close to random
+    assert chance < 0.05
+    assert result["best_map"] > 0.15 and result["best_map"] > 5 * chance
+    assert os.path.isfile(prefix + "-curves.png")
+    assert checkpoint.best_score(prefix) == pytest.approx(result["best_map"], abs=1e-6)
+    assert os.path.isfile(checkpoint.params_path(prefix + "-best", 0))
+
+
+def test_resume_auto_continues_with_saved_lr_and_momentum(synthetic_rec, tmp_path, no_augmentation):
+    straight = str(tmp_path / "a" / "ssd")
+    run_toy(synthetic_rec, straight, 3)
+
+    resumed = str(tmp_path / "b" / "ssd")
+    run_toy(synthetic_rec, resumed, 2)  # "interrupted" after two epochs
+    no_momentum = str(tmp_path / "c" / "ssd")
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    os.remove(checkpoint.states_path(no_momentum, 2))
+
+    result = run_toy(synthetic_rec, resumed, 3, resume="auto")
+    assert result["begin_epoch"] == 2
+    assert checkpoint.saved_epochs(resumed) == [1, 2, 3]
+    # same epochs, the LR step at epoch 2 applied, the same momentum: the same weights
+    assert max_param_difference(load_params(straight, 3), load_params(resumed, 3)) < 1e-5
+
+    import csv
+
+    with open(resumed + "-metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.05, 0.05, 0.005])
+
+    # without the saved optimizer state the continuation differs: the test can see momentum
+    run_toy(synthetic_rec, no_momentum, 3, resume="auto")
+    assert max_param_difference(load_params(straight, 3), load_params(no_momentum, 3)) > 1e-4
+
+
+def test_resume_auto_without_checkpoint_starts_from_scratch(synthetic_rec, tmp_path, no_augmentation):
+    result = run_toy(synthetic_rec, str(tmp_path / "ssd"), 1, resume="auto")
+    assert result["begin_epoch"] == 0
+    assert checkpoint.saved_epochs(str(tmp_path / "ssd")) == [1]
+
+
+def _duplicated_batch_rec(synthetic_voc, path):
+    """A .rec of images [x, y, x, y]: each half of the batch equals the other."""
+    import cv2
+
+    from data_helpers import expected_labels
+
+    record = mx.recordio.MXIndexedRecordIO(path + ".idx", path + ".rec", "w")
+    images = synthetic_voc.split("train")[:2]
+    for i, image in enumerate(images + images):
+        label = np.concatenate([[2, 6], expected_labels(image).ravel()]).astype(np.float32)
+        pixels = cv2.imread(synthetic_voc.image_path(image))
+        header = mx.recordio.IRHeader(0, label, i, 0)
+        record.write_idx(i, mx.recordio.pack_img(header, pixels, quality=95, img_fmt=".jpg"))
+    record.close()
+    return path + ".rec"
+
+
+def test_two_cpu_contexts_give_the_same_update_as_one(synthetic_voc, synthetic_rec, tmp_path, no_augmentation):
+    import types
+
+    rec = types.SimpleNamespace(**vars(synthetic_rec))
+    rec.train_rec = _duplicated_batch_rec(synthetic_voc, str(tmp_path / "dup"))
+    one = str(tmp_path / "one" / "ssd")
+    two = str(tmp_path / "two" / "ssd")
+    run_toy(rec, one, 1, batch_size=4, num_example=4, lr=0.1)
+    run_toy(rec, two, 1, batch_size=4, num_example=4, lr=0.1, ctx=[mx.cpu(0), mx.cpu(1)])
+    one_params, two_params = load_params(one, 1), load_params(two, 1)
+    assert max_param_difference(one_params, two_params) < 1e-5
+    # and the update did something
+    run_toy(rec, str(tmp_path / "zero" / "ssd"), 1, batch_size=4, num_example=4, lr=0.0)
+    assert max_param_difference(one_params, load_params(str(tmp_path / "zero" / "ssd"), 1)) > 1e-3
+
+
+def test_freeze_regex_keeps_matched_parameters_bit_identical(synthetic_rec, tmp_path, no_augmentation):
+    base = str(tmp_path / "base" / "ssd")
+    run_toy(synthetic_rec, base, 1)
+    tuned = str(tmp_path / "tuned" / "ssd")
+    run_toy(synthetic_rec, tuned, 2, pretrained=base, epoch=1, freeze=r"^stage1_")
+    before, after = load_params(base, 1), load_params(tuned, 2)
+    frozen = [k for k in before if k.startswith("stage1_") and not k.endswith(("moving_mean", "moving_var"))]
+    assert frozen and all(np.array_equal(before[k], after[k]) for k in frozen)
+    trained = [k for k in before if k.startswith("stage2_conv")]
+    assert all(not np.array_equal(before[k], after[k]) for k in trained)
+
+
+# ---- train.py: bad input is one line, never a traceback ---------------------------------------------
+
+def _train_main(args):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", os.path.join(ROOT, "train.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.main(args)
+
+
+def _common(rec, **overrides):
+    flags = {"--train-path": rec.train_rec, "--val-path": "", "--network": "toy", "--data-shape": "64",
+             "--num-class": str(rec.num_classes), "--class-names": rec.names_file, "--pretrained": "",
+             "--gpus": "", "--end-epoch": "1", "--batch-size": "8", "--log": "", "--label-width": str(rec.label_width)}
+    flags.update(overrides)
+    return [item for pair in flags.items() for item in pair]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"--network": "nonet"}, "--network nonet: unknown network"),
+    ({"--data-shape": "8"}, "--data-shape: 8 does not fit network toy"),
+    ({"--train-path": "/nonexistent/train.rec"}, "--train-path /nonexistent/train.rec: file not found"),
+    ({"--val-path": "/nonexistent/val.rec"}, "--val-path /nonexistent/val.rec: file not found"),
+    ({"--num-class": "5"}, "--num-class 5 disagrees with --class-names"),
+    ({"--pretrained": "/nonexistent/model"}, "--pretrained /nonexistent/model --epoch 1"),
+    ({"--lr-steps": "a,b"}, "--lr-steps 'a,b'"),
+])
+def test_train_py_bad_input(synthetic_rec, tmp_path, overrides, message):
+    args = _common(synthetic_rec, **{"--prefix": str(tmp_path / "ssd"), **overrides})
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        _train_main(args)
+
+
+def test_train_py_class_count_disagreeing_with_checkpoint(synthetic_rec, tmp_path):
+    prefix = str(tmp_path / "ssd")
+    _train_main(_common(synthetic_rec, **{"--prefix": prefix}))
+    assert os.path.isfile(prefix + "_toy_64-0001.params")
+    names = ",".join(f"c{i}" for i in range(5))
+    for flag in ("--resume", "--finetune"):
+        args = _common(synthetic_rec, **{"--prefix": prefix, "--num-class": "5", "--class-names": names,
+                                         flag: "1", "--end-epoch": "2"})
+        with pytest.raises(UserError, match="--num-class 5 disagrees with .*ssd_toy_64-0001.params"):
+            _train_main(args)
+
+
+def test_train_py_gpus_on_cpu_build_is_one_line(synthetic_rec, tmp_path):
+    from config.devices import mxnet_has_cuda
+
+    if mxnet_has_cuda():
+        pytest.skip("this mxnet has CUDA")
+    args = _common(synthetic_rec, **{"--prefix": str(tmp_path / "ssd"), "--gpus": "0", "--network": "nonet"})
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: --gpus 0: this mxnet build has no GPU support")
+    assert "mxnet-cu112" in lines[0]
