@@ -145,10 +145,7 @@ class DetRecordIter(mx.io.DataIter):
             self.provide_label = [mx.io.DataDesc("label", self.label_shape)]
         end = self.label_start + self.max_objects * self.label_object_width
         objects = label[:, self.label_start:end].reshape(self.label_shape)
-        # The C++ prefetcher refills this buffer on the next call while Module.fit's
-        # asynchronous forward may still be reading it: take a private copy now.
-        data, index = batch.data[0].copy(), batch.index
-        data.wait_to_read()
+        data, index = batch.data[0], batch.index
         if batch.pad:
             # repeat the real images over the padding (see the module doc)
             real = self.batch_size - batch.pad

@@ -134,7 +134,6 @@ def test_resume_auto_without_checkpoint_starts_from_scratch(synthetic_rec, tmp_p
 def _duplicated_batch_rec(synthetic_voc, path):
     """A .rec of images [x, y, x, y]: each half of the batch equals the other."""
     import cv2
-
     from data_helpers import expected_labels
 
     record = mx.recordio.MXIndexedRecordIO(path + ".idx", path + ".rec", "w")
