@@ -28,6 +28,7 @@ from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
 from tools.cli import UserError
 from train import checkpoint
+from train.loop import EpochRecorder, ResumableModule
 from train.metric import MultiBoxMetric
 from train.progress import ProgressLogger, TrainingHistory
 
@@ -95,65 +96,6 @@ def check_params_match(net: mx.sym.Symbol, args: dict, auxs: dict, input_shapes:
             )
         raise UserError(f"{source}: parameter {name} has shape {tuple(value.shape)}, "
                         f"this network needs {tuple(want)}")
-
-
-class ResumableModule(mx.mod.Module):
-    """A Module that loads saved optimizer state (momentum) as soon as its optimizer exists.
-
-    ``Module.fit`` creates the optimizer itself, so this is the one place where
-    the state of a resumed run can be restored before the first update.
-    """
-
-    def __init__(self, *args, optimizer_states: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._optimizer_states_file = optimizer_states
-
-    def init_optimizer(self, *args, **kwargs) -> None:
-        super().init_optimizer(*args, **kwargs)
-        if self._optimizer_states_file:
-            self.load_optimizer_states(self._optimizer_states_file)
-            self.logger.info("Restored optimizer state from %s", self._optimizer_states_file)
-            self._optimizer_states_file = None
-
-
-class _EpochRecorder:
-    """Epoch-end work: checkpoint + optimizer state, history row, best checkpoint."""
-
-    def __init__(self, mod: mx.mod.Module, prefix: str, train_metric: mx.metric.EvalMetric,
-                 history: TrainingHistory, has_validation: bool, logger: logging.Logger):
-        self.mod = mod
-        self.prefix = prefix
-        self.train_metric = train_metric
-        self.history = history
-        self.has_validation = has_validation
-        self.logger = logger
-        self.best = checkpoint.best_score(prefix)
-        self.best = -1.0 if self.best is None else self.best
-        self._row = {}
-
-    def epoch_end(self, epoch: int, symbol, arg_params, aux_params) -> None:
-        checkpoint.save_checkpoint(self.prefix, epoch + 1, symbol, arg_params, aux_params, self.mod)
-        self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
-        optimizer = self.mod._optimizer
-        self._row = {"epoch": epoch + 1, "lr": f"{optimizer.learning_rate:.6g}"}
-        for name, value in self.train_metric.get_global_name_value():
-            self._row[f"train_{name}"] = f"{value:.6f}"
-        self._arg_params, self._aux_params = arg_params, aux_params
-        if not self.has_validation:
-            self.history.add(self._row)
-
-    def eval_end(self, param) -> None:
-        names, values = param.eval_metric.get()
-        scores = dict(zip(names, values))
-        score = float(scores.get("mAP", values[-1]))
-        self._row["val_mAP"] = f"{score:.6f}"
-        self.history.add(self._row)
-        if score > self.best:
-            self.best = score
-            checkpoint.save_best(self.prefix, param.epoch + 1, score, self.mod.symbol,
-                                 self._arg_params, self._aux_params)
-            self.logger.info("New best validation mAP %.4f at epoch %d: %s-best", score, param.epoch + 1,
-                             self.prefix)
 
 
 def train_net(
@@ -271,7 +213,7 @@ def train_net(
     metric_cls = VOC07MApMetric if voc07_metric else MApMetric
     valid_metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=3)
     history = TrainingHistory(prefix, begin_epoch)
-    recorder = _EpochRecorder(mod, prefix, train_metric, history, val_iter is not None, logger)
+    recorder = EpochRecorder(mod, prefix, train_metric, history, logger, scored_by_fit=val_iter is not None)
     batches_per_epoch = -(-num_example // batch_size)  # the iterator pads the last batch
     progress = ProgressLogger(batch_size, frequent, batches_per_epoch, begin_epoch, end_epoch, logger)
     monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
