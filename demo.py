@@ -2,6 +2,11 @@
 
     python demo.py --network toy --data-shape 256 --prefix model/ssd_ --epoch 10 \
         --class-names data/synth/synth.names --images a.jpg,b.jpg --out-dir output/demo
+    python demo.py --network faster_rcnn_small --prefix model/rcnn_ --epoch 10 \
+        --class-names data/synth/synth.names --images a.jpg --out-dir output/demo
+
+Faster R-CNN (``--network faster_rcnn_*``) takes its image sizes and pixel
+statistics from ``<prefix>-rcnn.json`` and detects one image at a time.
 """
 import argparse
 import glob
@@ -10,6 +15,8 @@ import sys
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import DEMO as D
+from config.defaults import RCNN_TRAIN
+from evaluate.evaluate_rcnn import add_rcnn_test_args
 from tools.cli import UserError, add_pixel_args, parse_class_names, pixel_stats, run_cli
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
@@ -25,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--ext", default=D["ext"], help="image extension in --dir")
     a("--epoch", type=int, default=D["epoch"], help="epoch of the trained model")
     a("--batch-size", type=int, default=D["batch_size"], help="images per forward pass")
-    a("--prefix", default=D["prefix"], help="model prefix; a trailing '_' appends <network>_<data-shape>")
+    a("--prefix", default=None,
+      help=f"model prefix; a trailing '_' appends <network>_<data-shape>, for Faster R-CNN <network> "
+           f"(SSD: {D['prefix']}, Faster R-CNN: {RCNN_TRAIN['prefix']}_)")
     a("--cpu", action="store_true", help="use the CPU")
     a("--gpu", dest="gpu_id", type=int, default=None, help="GPU id (default: GPU 0 if mxnet has CUDA, else CPU)")
     a("--data-shape", type=int, default=D["data_shape"], help="input side length")
@@ -43,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--video", default=None, help="annotate this video file (written to --out-dir, or beside it)")
     a("--frame-resize", default=None, help="resize camera/video frames: a factor, or 'width,height'")
     a("--out-dir", default=None, help="write annotated images here")
+    add_rcnn_test_args(p)
     return p.parse_args(argv)
 
 
@@ -183,6 +193,20 @@ def run_stream(detector, capture, args, class_names) -> None:
         print(f"annotated video: {out_path} ({frames} frames)")
 
 
+def load_rcnn_detector(args, ctx, num_classes: int):
+    """Faster R-CNN: the run's test graph with ``<prefix>-<epoch>`` weights on ``ctx``."""
+    from evaluate.evaluate_rcnn import RCNNImageDetector, load_inference_config, rcnn_model_prefix
+    from train.rcnn_checkpoint import load_rcnn_weights
+
+    if args.deploy_net:
+        raise UserError("--deploy: tools/deploy.py writes SSD graphs; Faster R-CNN loads its checkpoints")
+    prefix = rcnn_model_prefix(args.prefix or RCNN_TRAIN["prefix"] + "_", args.network)
+    cfg = load_inference_config(prefix, args.network, rcnn_nms_thresh=args.rcnn_nms_thresh,
+                                rcnn_conf_thresh=args.rcnn_conf_thresh, max_per_image=args.max_per_image)
+    arg_params, aux_params = load_rcnn_weights(prefix, args.epoch, num_classes)
+    return RCNNImageDetector(cfg, num_classes, arg_params, aux_params, ctx)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     class_names = parse_class_names(args.class_names)
@@ -205,13 +229,18 @@ def main(argv=None) -> int:
         from config.devices import parse_devices
 
         ctx = parse_devices(str(args.gpu_id or 0), flag="--gpu")[0]
-    prefix = model_prefix(args.prefix, args.network, args.data_shape)
-    symbol, arg_params, aux_params = load_test_model(
-        args.network, prefix, args.epoch, args.data_shape, len(class_names), args.nms_thresh, args.force_nms,
-        args.nms_topk, args.deploy_net)
-    mean_pixels, std_pixels = pixel_stats(args)
-    detector = Detector(symbol, arg_params, aux_params, args.data_shape, mean_pixels, std_pixels,
-                        batch_size=max(1, args.batch_size), ctx=ctx)
+    from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
+
+    if args.network in RCNN_NETWORKS:
+        detector = load_rcnn_detector(args, ctx, len(class_names))
+    else:
+        prefix = model_prefix(args.prefix or D["prefix"], args.network, args.data_shape)
+        symbol, arg_params, aux_params = load_test_model(
+            args.network, prefix, args.epoch, args.data_shape, len(class_names), args.nms_thresh, args.force_nms,
+            args.nms_topk, args.deploy_net)
+        mean_pixels, std_pixels = pixel_stats(args)
+        detector = Detector(symbol, arg_params, aux_params, args.data_shape, mean_pixels, std_pixels,
+                            batch_size=max(1, args.batch_size), ctx=ctx)
     if paths is None:
         run_stream(detector, capture, args, class_names)
         return 0

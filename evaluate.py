@@ -2,12 +2,20 @@
 
     python evaluate.py --network toy --data-shape 256 --prefix model/ssd_ --epoch 10 \
         --rec-path data/val.rec --num-class 3 --class-names data/synth/synth.names
+    python evaluate.py --network faster_rcnn_small --prefix model/rcnn_ --epoch 10 \
+        --rec-path data/val.rec --num-class 3 --class-names data/synth/synth.names
+
+Faster R-CNN (``--network faster_rcnn_*``) rebuilds the run's test graph and
+preprocessing from ``<prefix>-rcnn.json``; the SSD flags --data-shape,
+--mean-*/--std-*, --nms*, --force, --batch-size, --list-path do not apply.
 """
 import argparse
 import logging
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import EVALUATE as D
+from config.defaults import RCNN_TRAIN
+from evaluate.evaluate_rcnn import add_rcnn_test_args
 from tools.cli import UserError, add_device_args, add_pixel_args, parse_class_names, pixel_stats, run_cli
 
 
@@ -23,8 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--num-class", type=int, default=D["num_class"], help="number of classes")
     a("--class-names", default=D["class_names"], help="comma separated class names, or a file")
     a("--epoch", type=int, default=D["epoch"], help="epoch of the trained model")
-    a("--prefix", default=D["prefix"],
-      help="model prefix; a trailing '_' appends <network>_<data-shape>")
+    a("--prefix", default=None,
+      help=f"model prefix; a trailing '_' appends <network>_<data-shape>, for Faster R-CNN <network> "
+           f"(SSD: {D['prefix']}, Faster R-CNN: {RCNN_TRAIN['prefix']}_)")
     add_device_args(p)
     a("--cpu", action="store_true", help="use the CPU (same as --gpus '')")
     a("--data-shape", type=int, default=D["data_shape"], help="input side length")
@@ -39,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--deploy", dest="deploy_net", action="store_true", help="load the model written by tools/deploy.py")
     a("--label-width", type=int, default=350, help="label pad width of the record")
     a("--plot-pr", metavar="DIR", default="", help="write a precision-recall curve PNG per class to DIR")
+    add_rcnn_test_args(p)
     return p.parse_args(argv)
 
 
@@ -51,6 +61,19 @@ def format_ap_table(aps: dict, mean_ap: float) -> str:
     return "\n".join(lines)
 
 
+def evaluate_rcnn_model(args: argparse.Namespace, ctx, class_names: list | None) -> dict:
+    """Faster R-CNN: score ``<prefix>-<epoch>`` with the run's config on one context."""
+    from evaluate.evaluate_rcnn import evaluate_rcnn, load_inference_config, rcnn_model_prefix
+
+    if args.deploy_net:
+        raise UserError("--deploy: tools/deploy.py writes SSD graphs; Faster R-CNN loads its checkpoints")
+    prefix = rcnn_model_prefix(args.prefix or RCNN_TRAIN["prefix"] + "_", args.network)
+    cfg = load_inference_config(prefix, args.network, rcnn_nms_thresh=args.rcnn_nms_thresh,
+                                rcnn_conf_thresh=args.rcnn_conf_thresh, max_per_image=args.max_per_image)
+    return evaluate_rcnn(cfg, prefix, args.epoch, args.rec_path, args.num_class, ctx, class_names,
+                         args.use_voc07_metric, args.overlap_thresh, args.use_difficult, num_images=args.num_batch)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -61,19 +84,22 @@ def main(argv=None) -> None:
     if args.num_batch is not None and args.num_batch <= 0:
         raise UserError(f"--num-batch {args.num_batch}: must be positive")
     mean_pixels, std_pixels = pixel_stats(args)
+    from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
 
-    from evaluate.evaluate_net import evaluate_net, model_prefix
+    if args.network in RCNN_NETWORKS:
+        result = evaluate_rcnn_model(args, ctx[0], class_names)
+    else:
+        from evaluate.evaluate_net import evaluate_net, model_prefix
 
-    prefix = model_prefix(args.prefix, args.network, args.data_shape)
-
-    result = evaluate_net(
-        args.network, args.rec_path, args.num_class, mean_pixels, args.data_shape, prefix, args.epoch, ctx,
-        batch_size=args.batch_size, path_imglist=args.list_path, nms_thresh=args.nms_thresh,
-        force_nms=args.force_nms, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
-        class_names=class_names, voc07_metric=args.use_voc07_metric, num_batch=args.num_batch,
-        deploy_net=args.deploy_net, std_pixels=std_pixels, nms_topk=args.nms_topk,
-        label_pad_width=args.label_width,
-    )
+        prefix = model_prefix(args.prefix or D["prefix"], args.network, args.data_shape)
+        result = evaluate_net(
+            args.network, args.rec_path, args.num_class, mean_pixels, args.data_shape, prefix, args.epoch, ctx,
+            batch_size=args.batch_size, path_imglist=args.list_path, nms_thresh=args.nms_thresh,
+            force_nms=args.force_nms, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
+            class_names=class_names, voc07_metric=args.use_voc07_metric, num_batch=args.num_batch,
+            deploy_net=args.deploy_net, std_pixels=std_pixels, nms_topk=args.nms_topk,
+            label_pad_width=args.label_width,
+        )
     print(format_ap_table(result["aps"], result["mAP"]))
     if args.plot_pr:
         from evaluate.pr_curve import plot_pr_curves

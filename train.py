@@ -1,43 +1,137 @@
-"""Train an SSD (or Faster R-CNN) detector from RecordIO files.
+"""Train an SSD or Faster R-CNN detector from RecordIO files.
 
     python train.py --network vgg16_reduced --gpus 0,1
     python train.py --network toy --data-shape 256 --pretrained '' --gpus ''
+    python train.py --network faster_rcnn_vgg16 --gpus 0 --rpn-anchor-scales '(8,16,32)'
 
 Flags and defaults are example/ssd's; see README "Training" for what was added.
+``--network faster_rcnn_*`` trains Faster R-CNN (train/train_rcnn.py) with
+example/rcnn's flags (the "Faster R-CNN" group, and its names for the shared
+ones: --epochs, --lr-decay-epoch, --start-epoch, --log-interval, --save-prefix);
+flags whose default differs between the two families are resolved per family.
 """
 import argparse
+import ast
 import os
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
+from config.defaults import RCNN_TRAIN
 from config.defaults import TRAIN as D
 from tools.cli import UserError, add_device_args, add_pixel_args, parse_class_names, pixel_stats, run_cli
 
+# Flags whose default depends on the family (None on the command line): SSD's from TRAIN, R-CNN's from RCNN_TRAIN.
+FAMILY_DEFAULTS = ("batch_size", "pretrained", "prefix", "end_epoch", "frequent", "lr", "lr_steps")
+
+# example/rcnn's flags: (flag, value kind, help). Each sets the RCNNConfig field of its name; a kind
+# that is a string is a tuple written as the original wrote it, e.g. '(8,16,32)'.
+RCNN_FLAGS = (
+    ("--img-short-side", int, "resize images so that the shorter side is this many pixels"),
+    ("--img-long-side", int, "... unless the longer side would pass this many"),
+    ("--img-pixel-means", "3 numbers", "RGB means subtracted from the pixels"),
+    ("--img-pixel-stds", "3 numbers", "RGB stds the pixels are divided by"),
+    ("--net-fixed-params", "names", "parameters whose name contains one of these stay frozen (with --pretrained)"),
+    ("--rpn-feat-stride", int, "stride of the RPN feature map in pixels"),
+    ("--rpn-anchor-scales", "numbers", "anchor sides in units of the stride"),
+    ("--rpn-anchor-ratios", "numbers", "anchor aspect ratios"),
+    ("--rpn-pre-nms-topk", int, "proposals kept before NMS in training"),
+    ("--rpn-post-nms-topk", int, "proposals kept after NMS in training"),
+    ("--rpn-nms-thresh", float, "NMS threshold of the proposals"),
+    ("--rpn-min-size", int, "smallest proposal side in pixels"),
+    ("--rpn-batch-rois", int, "anchors sampled per image"),
+    ("--rpn-allowed-border", int, "anchors may cross the image border by this many pixels"),
+    ("--rpn-fg-fraction", float, "largest foreground share of the sampled anchors"),
+    ("--rpn-fg-overlap", float, "anchors with IoU >= this are foreground"),
+    ("--rpn-bg-overlap", float, "anchors with IoU < this are background"),
+    ("--rcnn-feat-stride", int, "stride of the ROI pooling feature map"),
+    ("--rcnn-pooled-size", "2 ints", "ROI pooling output (height, width)"),
+    ("--rcnn-batch-size", int, "images per device"),
+    ("--rcnn-batch-rois", int, "ROIs sampled per image"),
+    ("--rcnn-fg-fraction", float, "largest foreground share of the sampled ROIs"),
+    ("--rcnn-fg-overlap", float, "ROIs with IoU >= this are foreground"),
+    ("--rcnn-bbox-stds", "4 numbers", "stds of the box regression targets"),
+)
+# value kind -> (number of items or None for any, item types)
+TUPLE_KINDS = {"3 numbers": (3, (int, float)), "4 numbers": (4, (int, float)), "2 ints": (2, (int,)),
+               "numbers": (None, (int, float)), "names": (None, (str,))}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None: those flags name their defaults in the help text."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def add_rcnn_args(parser: argparse.ArgumentParser) -> None:
+    """The "Faster R-CNN" group: example/rcnn's flags, default None = the network's value."""
+    from symbol.rcnn_factory import NETWORKS, RCNNConfig
+
+    per_network = {key for network in NETWORKS.values() for key in network.defaults}
+    group = parser.add_argument_group(
+        "Faster R-CNN", "for --network faster_rcnn_*; defaults are symbol/rcnn_factory.py's RCNNConfig "
+        "and the network's own values")
+    for flag, kind, text in RCNN_FLAGS:
+        name = flag[2:].replace("-", "_")
+        default = getattr(RCNNConfig, name)
+        note = ", or the network's" if name in per_network else ""
+        if isinstance(kind, str):
+            group.add_argument(flag, metavar="TUPLE", default=None,
+                               help=f"{text}, a tuple of {kind} (default: '{default}'{note})")
+        else:
+            group.add_argument(flag, metavar=kind.__name__.upper(), type=kind, default=None,
+                               help=f"{text} (default: {default}{note})")
+    group.add_argument("--rcnn-num-classes", metavar="INT", type=int, default=None,
+                       help="classes including background (the original's count): --num-class + 1")
+
+
+def parse_literal(flag: str, text: str, kind: str, example) -> tuple:
+    """A tuple flag as the original wrote it ('(8,16,32)', '["conv1","conv2"]'); one-line error otherwise."""
+    count, types = TUPLE_KINDS[kind]
+    try:
+        value = ast.literal_eval(text) if text.strip() else ()
+    except (ValueError, SyntaxError):
+        value = None
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    valid = all(isinstance(item, types) and not isinstance(item, bool) for item in items)
+    if not valid or (count is not None and len(items) != count) or (kind == "numbers" and not items):
+        raise UserError(f"{flag} {text!r}: expected a tuple of {kind}, such as '{str(example)}'")
+    return items
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train a Single-shot detection network",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Train a Single-shot detection or Faster R-CNN network",
+                                formatter_class=HelpFormatter)
     a = p.add_argument
     a("--train-path", default=D["train_path"], help="train record to use")
     a("--train-list", default=D["train_list"], help="train list to use (replaces the labels in the record)")
     a("--val-path", default=D["val_path"], help="validation record to use ('' for none)")
     a("--val-list", default=D["val_list"], help="validation list to use")
     a("--network", default=D["network"], help="network name (see README for the list)")
-    a("--batch-size", type=int, default=D["batch_size"], help="training batch size")
+    a("--batch-size", type=int, default=None,
+      help=f"training batch size (default: {D['batch_size']}; Faster R-CNN: --rcnn-batch-size x devices)")
     a("--resume", default=D["resume"], help="resume from this epoch, or 'auto' for the latest checkpoint")
     a("--finetune", type=int, default=D["finetune"], help="finetune from this epoch")
-    a("--pretrained", default=D["pretrained"], help="pretrained model prefix ('' to train from scratch)")
+    a("--pretrained", default=None,
+      help=f"pretrained model prefix ('' to train from scratch) (default: {D['pretrained']}; "
+           "Faster R-CNN: a .params file, by default the network's, e.g. model/vgg16-0000.params)")
     a("--epoch", type=int, default=D["epoch"], help="epoch of the pretrained model")
-    a("--prefix", default=D["prefix"], help="checkpoint prefix; _<network>_<shape> is appended")
+    a("--prefix", "--save-prefix", dest="prefix", default=None,
+      help=f"checkpoint prefix; _<network>_<shape> is appended, for Faster R-CNN _<network> "
+           f"(default: {D['prefix']}; Faster R-CNN: {RCNN_TRAIN['prefix']})")
     add_device_args(p)
-    a("--begin-epoch", type=int, default=D["begin_epoch"], help="start epoch")
-    a("--end-epoch", type=int, default=D["end_epoch"], help="end epoch")
-    a("--frequent", type=int, default=D["frequent"], help="report every N batches")
+    a("--begin-epoch", "--start-epoch", dest="begin_epoch", type=int, default=D["begin_epoch"], help="start epoch")
+    a("--end-epoch", "--epochs", dest="end_epoch", type=int, default=None,
+      help=f"end epoch (default: {D['end_epoch']}; Faster R-CNN: {RCNN_TRAIN['end_epoch']})")
+    a("--frequent", "--log-interval", dest="frequent", type=int, default=None,
+      help=f"report every N batches (default: {D['frequent']}; Faster R-CNN: {RCNN_TRAIN['frequent']})")
     a("--data-shape", type=int, default=D["data_shape"], help="input image side")
     a("--label-width", type=int, default=D["label_width"], help="label pad width (train and val share it)")
-    a("--lr", type=float, default=D["lr"], help="learning rate")
+    a("--lr", type=float, default=None, help=f"learning rate (default: {D['lr']}; Faster R-CNN: {RCNN_TRAIN['lr']})")
     a("--momentum", type=float, default=D["momentum"], help="momentum")
     a("--wd", type=float, default=D["wd"], help="weight decay")
-    a("--lr-steps", default=D["lr_steps"], help="epochs at which the learning rate is multiplied by --lr-factor")
+    a("--lr-steps", "--lr-decay-epoch", dest="lr_steps", default=None,
+      help="epochs at which the learning rate is multiplied by --lr-factor "
+           f"(default: '{D['lr_steps']}'; Faster R-CNN: '{RCNN_TRAIN['lr_steps']}')")
     a("--lr-factor", type=float, default=D["lr_factor"], help="learning rate factor at each step")
     a("--warmup-epochs", type=float, default=D["warmup_epochs"], help="linear learning-rate warm-up epochs")
     add_pixel_args(p, D)
@@ -45,7 +139,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--log", dest="log_file", default=D["log"], help="log file ('' for none)")
     a("--monitor", type=int, default=D["monitor"], help="log network stats every N iterations if > 0")
     a("--pattern", dest="monitor_pattern", default=D["pattern"], help="monitor parameter pattern (regex)")
-    a("--num-class", type=int, default=D["num_class"], help="number of object classes")
+    a("--num-class", type=int, default=None, help=f"number of object classes (default: {D['num_class']})")
     a("--num-example", type=int, default=D["num_example"],
       help="training images per epoch, for the LR schedule; -1 counts the .rec")
     a("--class-names", default=D["class_names"], help="comma separated class names, or a file with one a line")
@@ -59,6 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--kv-store", default=D["kv_store"], help="kvstore type (local, device, dist_sync, ...)")
     a("--cls-loss", choices=("softmax", "focal"), default=D["cls_loss"], help="classification loss")
     a("--seed", type=int, default=None, help="random seed for initialisation")
+    add_rcnn_args(p)
     return p.parse_args(argv)
 
 
@@ -78,11 +173,25 @@ def count_records(rec_path: str) -> int:
     return count
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    from config.devices import parse_devices
+def resolve_family_defaults(args: argparse.Namespace, defaults: dict) -> None:
+    """Give the flags of FAMILY_DEFAULTS left unset their family's default, and --num-class its own.
 
-    ctx = parse_devices(args.gpus, args.cpus)
+    ``--rcnn-num-classes N`` (background included) means ``--num-class N-1``.
+    """
+    for name in FAMILY_DEFAULTS:
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    if args.rcnn_num_classes is not None:
+        if args.num_class is not None and args.num_class != args.rcnn_num_classes - 1:
+            raise UserError(f"--rcnn-num-classes {args.rcnn_num_classes} (background included) disagrees with "
+                            f"--num-class {args.num_class}; give one of them")
+        args.num_class = args.rcnn_num_classes - 1
+    elif args.num_class is None:
+        args.num_class = D["num_class"]
+
+
+def check_data_paths(args: argparse.Namespace) -> str:
+    """One-line errors for missing records; returns the validation record to use ('' for none)."""
     if not os.path.isfile(args.train_path):
         raise UserError(f"--train-path {args.train_path}: file not found (make one with tools/prepare_dataset.py)")
     val_path = args.val_path
@@ -91,20 +200,73 @@ def main(argv=None) -> None:
             raise UserError(f"--val-path {val_path}: file not found")
         print(f"warning: {val_path} not found: training without validation")
         val_path = ""
+    return val_path
+
+
+def main_rcnn(args: argparse.Namespace, ctx: list) -> None:
+    """Faster R-CNN: build the RCNNConfig from the flags and run train/train_rcnn.py."""
+    from symbol.rcnn_factory import RCNNConfig, make_config
+    from train.train_rcnn import train_rcnn
+
+    resolve_family_defaults(args, RCNN_TRAIN)
+    for flag, value in (("--train-list", args.train_list), ("--val-list", args.val_list)):
+        if value:
+            raise UserError(f"{flag} {value}: not supported for Faster R-CNN (the labels come from the .rec)")
+    if args.finetune > 0:
+        raise UserError(f"--finetune {args.finetune}: not supported for Faster R-CNN; "
+                        "pass the checkpoint's .params file as --pretrained")
+    val_path = check_data_paths(args)
+    class_names = parse_class_names(args.class_names, args.num_class)
+    overrides = {}
+    for flag, kind, _ in RCNN_FLAGS:
+        name = flag[2:].replace("-", "_")
+        value = getattr(args, name)
+        if value is not None and isinstance(kind, str):
+            value = parse_literal(flag, value, kind, getattr(RCNNConfig, name))
+        overrides[name] = value
+    prefix = f"{args.prefix}_{args.network}"
+    # the fields that mirror the general flags record the run in <prefix>-rcnn.json
+    cfg = make_config(args.network, **overrides, pretrained=args.pretrained, gpus=args.gpus, epochs=args.end_epoch,
+                      lr=args.lr, lr_decay_epoch=args.lr_steps, resume=str(args.resume),
+                      start_epoch=args.begin_epoch, log_interval=args.frequent, save_prefix=prefix)
+    batch_size = cfg.rcnn_batch_size * len(ctx)
+    if args.batch_size is not None and args.batch_size != batch_size:
+        raise UserError(f"--batch-size {args.batch_size}: Faster R-CNN trains --rcnn-batch-size "
+                        f"{cfg.rcnn_batch_size} image(s) on each of {len(ctx)} device(s), a batch of {batch_size}; "
+                        "leave --batch-size out")
+    train_rcnn(
+        args.network, args.train_path, args.num_class, cfg, prefix, ctx, args.begin_epoch, args.end_epoch,
+        args.resume, cfg.pretrained, args.epoch, args.frequent, args.lr, args.lr_steps, args.lr_factor,
+        args.momentum, args.wd, val_path=val_path, class_names=class_names, kv_store=args.kv_store, seed=args.seed,
+        warmup_epochs=args.warmup_epochs, log_file=args.log_file or None, voc07_metric=args.use_voc07_metric,
+        ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
+    )
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from config.devices import parse_devices
+
+    ctx = parse_devices(args.gpus, args.cpus)
+    from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
+    from symbol.symbol_factory import NETWORKS
+
+    if args.network in RCNN_NETWORKS:
+        main_rcnn(args, ctx)
+        return
+    if args.network not in NETWORKS:
+        known = ", ".join(sorted(NETWORKS) + sorted(RCNN_NETWORKS))
+        raise UserError(f"--network {args.network}: unknown network; known: {known}")
+    given = [flag for flag in [flag for flag, _, _ in RCNN_FLAGS] + ["--rcnn-num-classes"]
+             if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if given:
+        raise UserError(f"{given[0]}: a Faster R-CNN flag; --network {args.network} is not a faster_rcnn_* network")
+    resolve_family_defaults(args, D)
+    val_path = check_data_paths(args)
     class_names = parse_class_names(args.class_names, args.num_class)
     mean_pixels, std_pixels = pixel_stats(args)
     num_example = args.num_example if args.num_example > 0 else count_records(args.train_path)
     prefix = f"{args.prefix}_{args.network}_{args.data_shape}"
-
-    from symbol.symbol_factory import NETWORKS
-
-    if args.network not in NETWORKS:
-        from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
-
-        if args.network in RCNN_NETWORKS:
-            raise UserError(f"--network {args.network}: Faster R-CNN training is not wired into train.py yet")
-        known = ", ".join(sorted(NETWORKS) + sorted(RCNN_NETWORKS))
-        raise UserError(f"--network {args.network}: unknown network; known: {known}")
 
     from train.train_net import train_net
 

@@ -1,4 +1,4 @@
-"""Command-line defaults of the scripts, in one place (values of example/ssd's train.py).
+"""Command-line defaults of the scripts, in one place (values of example/ssd's and example/rcnn's train.py).
 
 ``VOC_CLASSES`` is the original's default ``--class-names``.
 """
@@ -52,6 +52,19 @@ TRAIN = dict(
     kv_store="local",
     warmup_epochs=0.0,
     cls_loss="softmax",
+)
+
+# train.py defaults of Faster R-CNN where they differ from SSD's (example/rcnn's train.py); the
+# flags of the "Faster R-CNN" group take their defaults from symbol/rcnn_factory.py's RCNNConfig and
+# the network's entry in NETWORKS. evaluate.py and demo.py look for ``<prefix>_<network>``.
+RCNN_TRAIN = dict(
+    prefix=os.path.join(CWD, "model", "rcnn"),
+    batch_size=None,  # --rcnn-batch-size images on each device
+    pretrained=None,  # the network's ImageNet weights file, e.g. model/vgg16-0000.params
+    end_epoch=10,
+    frequent=100,
+    lr=0.001,
+    lr_steps="7",
 )
 
 EVALUATE = dict(

@@ -1,0 +1,145 @@
+"""Score and run a trained Faster R-CNN: what evaluate.py and demo.py do for faster_rcnn_* networks.
+
+The scripts read the run's :class:`symbol.rcnn_factory.RCNNConfig` from
+``<prefix>-rcnn.json`` (``train.train_rcnn.load_run_config``) and pass it
+here, so the test graph and the preprocessing are the training run's.
+Scores use the SSD metrics (:class:`evaluate.eval_metric.VOC07MApMetric` /
+``MApMetric``) on normalised boxes, so both families print the same table.
+
+Fix: the original ``test.py`` ran on the CPU with ``--gpu 0``
+(``mx.cpu() if not args.gpu``); here the model runs on the context given.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import mxnet as mx
+import numpy as np
+
+from dataset.rcnn_loader import preprocess, resize_scale
+from evaluate.eval_metric import MApMetric, VOC07MApMetric
+from evaluate.rcnn_detect import RCNNDetector, detect_rec, update_metric
+from symbol.rcnn_factory import RCNNConfig
+from tools.cli import UserError
+from train.rcnn_checkpoint import load_rcnn_weights, load_run_config, run_config_path
+
+
+def inference_config(cfg: RCNNConfig, **overrides) -> RCNNConfig:
+    """``cfg`` for the test graph: one image per batch, then ``overrides`` (``None`` values skipped).
+
+    A run may train ``rcnn_batch_size`` > 1 images per device; the test graph
+    always takes one.
+    """
+    return dataclasses.replace(cfg, rcnn_batch_size=1,
+                               **{key: value for key, value in overrides.items() if value is not None})
+
+
+
+def add_rcnn_test_args(parser: argparse.ArgumentParser) -> None:
+    """example/rcnn's test.py / demo.py flags, for evaluate.py and demo.py."""
+    group = parser.add_argument_group("Faster R-CNN", "for --network faster_rcnn_*")
+    group.add_argument("--rcnn-nms-thresh", type=float, default=RCNNConfig.rcnn_nms_thresh,
+                       help="per-class NMS threshold of the detections")
+    group.add_argument("--rcnn-conf-thresh", type=float, default=RCNNConfig.rcnn_conf_thresh,
+                       help="detections scoring this or less are dropped")
+    group.add_argument("--max-per-image", type=int, default=RCNNConfig.max_per_image,
+                       help="best detections kept per image (0 keeps all, as the original)")
+
+
+def rcnn_model_prefix(prefix: str, network: str) -> str:
+    """evaluate.py / demo.py rule for Faster R-CNN: a prefix ending in '_' gets ``<network>`` appended
+    (train.py saves to ``<prefix>_<network>``)."""
+    return f"{prefix}{network}" if prefix.endswith("_") else prefix
+
+
+def load_inference_config(prefix: str, network: str, **overrides) -> RCNNConfig:
+    """The run's config from ``<prefix>-rcnn.json`` made ready for inference (:func:`inference_config`).
+
+    ``overrides`` are test settings such as ``rcnn_nms_thresh``; a run of
+    another network than ``network`` is a one-line error.
+    """
+    cfg = load_run_config(prefix).cfg
+    if cfg.network != network:
+        raise UserError(f"--network {network} disagrees with {run_config_path(prefix)}: "
+                        f"the run trained {cfg.network}")
+    return inference_config(cfg, **overrides)
+
+
+def score_detections(
+    detections: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str] | None = None,
+    voc07_metric: bool = True, ovp_thresh: float = 0.5, use_difficult: bool = False,
+) -> dict:
+    """``{'aps': {class name: AP}, 'mAP', 'metric'}`` of per-image detections and labels.
+
+    Both are lists of normalised [n, 6] arrays, as :func:`evaluate.rcnn_detect.detect_rec`
+    returns them: detections ``[cls, score, x1, y1, x2, y2]``, labels ``[cls, x1, y1, x2, y2, difficult]``.
+    """
+    metric_cls = VOC07MApMetric if voc07_metric else MApMetric
+    metric = metric_cls(ovp_thresh, use_difficult, list(class_names) if class_names else None, pred_idx=0)
+    update_metric(metric, detections, labels)
+    names, values = metric.get()
+    aps = {name: float(value) for name, value in zip(names, values) if name != "mAP"}
+    return {"aps": aps, "mAP": float(values[-1]), "metric": metric}
+
+
+def evaluate_rcnn(
+    cfg: RCNNConfig, prefix: str, epoch: int, rec_path: str, num_classes: int,
+    ctx: mx.Context | Sequence[mx.Context] = mx.cpu(), class_names: Sequence[str] | None = None,
+    voc07_metric: bool = True, ovp_thresh: float = 0.5, use_difficult: bool = False,
+    num_images: int | None = None,
+) -> dict:
+    """Score checkpoint ``prefix-epoch`` on ``rec_path`` (its first ``num_images`` if given).
+
+    ``cfg`` is the run's config with any test overrides (see :func:`inference_config`).
+    Returns ``{'aps', 'mAP', 'metric', 'seconds', 'images'}`` like
+    :func:`evaluate.evaluate_net.evaluate_net`.
+    """
+    if not os.path.isfile(rec_path):
+        raise UserError(f"--rec-path {rec_path}: file not found")
+    args, auxs = load_rcnn_weights(prefix, epoch, num_classes)
+    tic = time.time()
+    detections, labels = detect_rec((args, auxs), rec_path, cfg, num_classes, ctx, num_images)
+    elapsed = time.time() - tic
+    logging.getLogger().info("Evaluated %d images in %.1f s (%.1f images/sec)", len(detections), elapsed,
+                             len(detections) / max(elapsed, 1e-9))
+    result = score_detections(detections, labels, class_names, voc07_metric, ovp_thresh, use_difficult)
+    result.update(seconds=elapsed, images=len(detections))
+    return result
+
+
+class RCNNImageDetector:
+    """Faster R-CNN on raw BGR images, with demo.py's detector interface (``detect`` / ``timed_detect``).
+
+    Images are resized and normalised as in training (``cfg``'s sides, means
+    and stds) and run one at a time on ``ctx``.
+    """
+
+    def __init__(self, cfg: RCNNConfig, num_classes: int, arg_params: dict, aux_params: dict,
+                 ctx: mx.Context = mx.cpu()):
+        self.cfg = cfg
+        self.detector = RCNNDetector.from_config(cfg, num_classes, arg_params, aux_params, ctx)
+
+    def detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> list:
+        """Detections per image: [N, 6] rows ``[cls, score, x1, y1, x2, y2]`` in that image's pixels,
+        scores >= ``thresh``."""
+        results = []
+        ctx = self.detector.ctx
+        for image in images_bgr:
+            height, width = image.shape[:2]
+            scale = resize_scale(height, width, self.cfg.img_short_side, self.cfg.img_long_side)
+            data = preprocess(image, scale, self.cfg.img_pixel_means, self.cfg.img_pixel_stds, flip=False)
+            im_info = mx.nd.array([[data.shape[1], data.shape[2], scale]], ctx=ctx)
+            dets = self.detector.detect(mx.nd.array(data[None], ctx=ctx), im_info)
+            results.append(dets[dets[:, 1] >= thresh])
+        return results
+
+    def timed_detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> tuple:
+        """``(detections, seconds)`` for :meth:`detect`."""
+        tic = time.time()
+        dets = self.detect(images_bgr, thresh)
+        return dets, time.time() - tic
