@@ -152,9 +152,13 @@ def pack(imdb: Imdb, target: str, root: str, args: argparse.Namespace) -> ListSt
         command = [sys.executable, im2rec_path(), tmp_prefix, os.path.abspath(root), "--pack-label",
                    "--no-shuffle", "--num-thread", str(max(1, args.num_thread)), "--quality", str(args.quality),
                    "--resize", str(args.resize)] + (["--pass-through"] if args.pass_through else [])
-        status = subprocess.run(command).returncode
-        if status != 0:
-            raise UserError(f"{target}: im2rec.py failed with exit status {status}")
+        # im2rec prints a 'time: ... count: ...' line per 1000 images; keep its output
+        # for the error message only
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            reason = f": {detail[-1]}" if detail else ""
+            raise UserError(f"{target}: im2rec.py failed with exit status {result.returncode}{reason}")
         with open(tmp_prefix + ".idx", encoding="utf-8") as f:
             packed = sum(1 for line in f if line.strip())
         if packed != stats.images:
