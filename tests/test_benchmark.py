@@ -1,7 +1,7 @@
 """Smoke runs of tools/benchmark.py on the toy network (tiny shapes; speeds are not checked)."""
 import math
 
-import mxnet  # noqa: F401  (loaded before main() so that --cpus is refused, see below)
+import mxnet  # noqa: F401  (loaded before main() so that --threads is refused, see below)
 import pytest
 
 from tools import benchmark
@@ -31,14 +31,14 @@ def test_batch_size_zero_sweeps_one_to_32(capsys):
 
 
 @pytest.mark.parametrize("argv, flag", [(["-b", "-1"], "--batch-size"), (["--iterations", "0"], "--iterations"),
-                                        (["--gpus", "x"], "--gpus"), (["--cpus", "0"], "--cpus")])
+                                        (["--gpus", "x"], "--gpus"), (["--threads", "0"], "--threads")])
 def test_bad_flags_are_user_errors(argv, flag):
     with pytest.raises(UserError, match=f"^{flag}"):
         benchmark.parse_args(argv)
 
 
-def test_unknown_network_and_late_cpus_are_user_errors():
+def test_unknown_network_and_late_threads_are_user_errors():
     with pytest.raises(UserError, match="^--network"):
         benchmark.main(["-n", "nosuch", "-b", "1"])
-    with pytest.raises(UserError, match="^--cpus"):  # mxnet is loaded by now: too late for OMP_NUM_THREADS
-        benchmark.main(["-n", "toy", "--cpus", "1"])
+    with pytest.raises(UserError, match="^--threads"):  # mxnet is loaded by now: too late for OMP_NUM_THREADS
+        benchmark.main(["-n", "toy", "--threads", "1"])

@@ -10,7 +10,7 @@ inference only, 100 passes after 5 warm-up passes; the defaults here are shorter
 CPU takes seconds per batch for the VGG graphs.
 
 CPU speed depends on ``OMP_NUM_THREADS``, which mxnet reads once when it loads: the toolkit
-defaults it to the number of cores, ``--cpus K`` sets it to K, and the value in effect is
+defaults it to the number of cores, ``--threads K`` sets it to K, and the value in effect is
 printed. The 1-minute load average is printed too: other processes on the machine skew
 the figures.
 """
@@ -48,13 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=20, help="timed batches per batch size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first (memory, MKLDNN caches)")
     devices = parser.add_mutually_exclusive_group()
-    devices.add_argument("--cpus", type=int, default=None,
+    devices.add_argument("--threads", type=int, default=None,
                          help="run on the CPU with this many OpenMP threads (sets OMP_NUM_THREADS)")
     devices.add_argument("--gpus", default="", help="comma-separated GPU ids, e.g. 0; empty: CPU")
     args = parser.parse_args(argv)
     for flag, value, minimum in (("--batch-size", args.batch_size, 0), ("--iterations", args.iterations, 1),
                                  ("--warmup", args.warmup, 0), ("--num-class", args.num_class, 1),
-                                 ("--cpus", args.cpus, 1)):
+                                 ("--threads", args.threads, 1)):
         if value is not None and value < minimum:
             raise UserError(f"{flag}: must be at least {minimum}, got {value}")
     try:
@@ -129,10 +129,10 @@ def benchmark(network: str, data_shape: int, batch_size: int, mode: str = "infer
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.cpus is not None:
+    if args.threads is not None:
         if "mxnet" in sys.modules:
-            raise UserError("--cpus: mxnet is already loaded in this process; set OMP_NUM_THREADS instead")
-        os.environ["OMP_NUM_THREADS"] = str(args.cpus)
+            raise UserError("--threads: mxnet is already loaded in this process; set OMP_NUM_THREADS instead")
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import config  # noqa: F401  (fills in the toolkit's thread defaults before mxnet loads)
     from symbol.symbol_factory import DEFAULT_DATA_SHAPES
 
