@@ -159,6 +159,7 @@ class _Settings:
     max_side: int
     max_objects: int
     quality: int
+    truncation: float = 1.0
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -235,8 +236,15 @@ def _render_image(settings: _Settings, number: int, split: str) -> tuple[SynthIm
         aspect = np.exp(rng.uniform(-np.log(1.5), np.log(1.5)))
         radii = 0.5 * sizes[which] * side * np.array([np.sqrt(aspect), 1 / np.sqrt(aspect)])
         angle = rng.uniform(0, 2 * np.pi)
-        while True:  # the centre stays in the image; retry the rare shape left with < 3 px inside
-            centre = rng.uniform([0.02 * width, 0.02 * height], [0.98 * width, 0.98 * height])
+        # The centre stays in the image. With --truncation < 1, only that share of objects
+        # may reach past the border; the others keep the rotated shape's whole extent inside.
+        low, high = np.array([0.02 * width, 0.02 * height]), np.array([0.98 * width, 0.98 * height])
+        if settings.truncation < 1.0 and rng.uniform() >= settings.truncation:
+            reach = radii.max()
+            if 2 * reach < min(width, height):
+                low, high = np.array([reach, reach]), np.array([width - reach, height - reach])
+        while True:  # retry the rare shape left with < 3 px inside
+            centre = rng.uniform(low, high)
             mask, x0, y0 = _shape_mask(shape, centre, radii, angle)
             ix0, iy0 = max(x0, 0), max(y0, 0)
             ix1, iy1 = min(x0 + mask.shape[1], width), min(y0 + mask.shape[0], height)
@@ -331,6 +339,7 @@ def make_synthetic(
     max_side: int = 500,
     max_objects: int = 8,
     quality: int = 90,
+    truncation: float = 1.0,
     workers: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> SynthDataset:
@@ -346,6 +355,8 @@ def make_synthetic(
         min_side, max_side: image width and height in pixels, drawn independently.
         max_objects: each image has 1 to ``max_objects`` objects.
         quality: JPEG quality.
+        truncation: share of objects allowed to reach past the image border (1: all, 0: none
+            that fit inside).
         workers: processes; default all cores (small sets are drawn in-process).
         log: progress printer, or None for silence.
     """
@@ -359,12 +370,15 @@ def make_synthetic(
         raise UserError("--num-train/--num-val: need at least one image")
     if max_objects < 1:
         raise UserError(f"--max-objects: {max_objects} must be at least 1")
+    if not 0.0 <= truncation <= 1.0:
+        raise UserError(f"--truncation: {truncation} is not in 0..1")
 
     devkit = os.path.join(out, "VOCdevkit")
     data_dir = os.path.join(devkit, "VOC" + YEAR)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(data_dir, sub), exist_ok=True)
-    settings = _Settings(data_dir, classes, seed, min_size, max_size, min_side, max_side, max_objects, quality)
+    settings = _Settings(data_dir, classes, seed, min_size, max_size, min_side, max_side, max_objects, quality,
+                         truncation)
     jobs = [(n, "train") for n in range(1, num_train + 1)]
     jobs += [(n, "val") for n in range(num_train + 1, num_train + num_val + 1)]
 
@@ -425,6 +439,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-side", type=int, default=500, help="largest image width/height in pixels")
     parser.add_argument("--max-objects", type=int, default=8, help="each image has 1..N objects")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    parser.add_argument("--truncation", type=float, default=1.0,
+                        help="share of objects that may reach past the image border (0..1)")
     parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
     return parser.parse_args(argv)
 
@@ -434,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     make_synthetic(
         args.out, classes=args.classes, num_train=args.num_train, num_val=args.num_val, seed=args.seed,
         min_size=args.min_size, max_size=args.max_size, min_side=args.min_side, max_side=args.max_side,
-        max_objects=args.max_objects, quality=args.quality, workers=args.workers or None,
+        max_objects=args.max_objects, quality=args.quality, truncation=args.truncation, workers=args.workers or None,
         log=lambda line: print(line, flush=True),
     )
     return 0
