@@ -132,3 +132,17 @@ def test_cli_writes_and_summarises(tmp_path):
     with open(out / "synth.names") as f:
         assert f.read().split() == SHAPE_NAMES[:10]
     assert sorted(os.listdir(out / "VOCdevkit" / "VOCsynth" / "JPEGImages")) == [f"00000{i}.jpg" for i in range(1, 5)]
+
+
+def test_truncation_share_controls_objects_cut_by_the_border(tmp_path):
+    def truncated_share(truncation):
+        synth = tiny_synthetic(tmp_path / str(truncation), num_train=40, classes=3, seed=5, min_size=0.2,
+                               max_size=0.45, truncation=truncation)
+        objects = [o for image in synth.images for o in image.objects]
+        return sum(o.truncated for o in objects) / len(objects)
+
+    # objects up to 0.45 of the side always fit inside, so 0 means none is cut
+    assert truncated_share(0.0) == 0.0
+    assert truncated_share(1.0) > 0.2
+    with pytest.raises(UserError, match="--truncation"):
+        make_synthetic(str(tmp_path / "bad"), num_train=1, truncation=1.5, log=None)

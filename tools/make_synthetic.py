@@ -87,6 +87,9 @@ SHAPES: dict[str, list[tuple[Polygon, int]]] = {
     "lshape": [(np.array([[-1, -1], [-0.3, -1], [-0.3, 0.3], [1, 0.3], [1, 1], [-1, 1]], float), 255)],
 }
 SHAPE_NAMES = list(SHAPES)
+# farthest point of each shape from its centre, in units of its radii
+SHAPE_REACH = {name: max(float(np.linalg.norm(poly, axis=1).max()) for poly, _ in polys)
+               for name, polys in SHAPES.items()}
 
 # An object is "difficult" when it is tiny or mostly hidden, as VOC marks
 # objects that are hard to recognise; the metric then ignores it.
@@ -240,7 +243,7 @@ def _render_image(settings: _Settings, number: int, split: str) -> tuple[SynthIm
         # may reach past the border; the others keep the rotated shape's whole extent inside.
         low, high = np.array([0.02 * width, 0.02 * height]), np.array([0.98 * width, 0.98 * height])
         if settings.truncation < 1.0 and rng.uniform() >= settings.truncation:
-            reach = radii.max()
+            reach = radii.max() * SHAPE_REACH[shape] + 1  # +1: rasterisation
             if 2 * reach < min(width, height):
                 low, high = np.array([reach, reach]), np.array([width - reach, height - reach])
         while True:  # retry the rare shape left with < 3 px inside
