@@ -64,3 +64,9 @@ valid_cfg = DotDict(
     preprocess_threads=_THREADS,
 )
 cfg.valid = config_as_dict(valid_cfg)
+
+# lighter presets for `train.py --augment`: small models trained for few epochs
+# (the quick start's toy SSD) converge far faster without the crop/pad samplers
+cfg.train_flip = dict(cfg.valid, rand_mirror_prob=0.5, shuffle=True, seed=233)
+cfg.train_none = dict(cfg.valid, shuffle=True, seed=233)
+AUGMENTATIONS = {"ssd": "train", "flip": "train_flip", "none": "train_none"}

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import mxnet as mx
 
-from config.config import cfg
+from config.config import AUGMENTATIONS, cfg
 from dataset.iterator import DetRecordIter
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
@@ -109,13 +109,16 @@ def train_net(
     force_suppress: bool = False, train_list: str = "", val_path: str = "", val_list: str = "",
     iter_monitor: int = 0, monitor_pattern: str = ".*", log_file: str | None = None,
     kv_store: str = "local", *, std_pixels=None, warmup_epochs: float = 0.0, cls_loss: str = "softmax",
-    seed: int | None = None,
+    seed: int | None = None, augment: str = "ssd",
 ) -> dict:
     """Train an SSD network; returns ``{'prefix', 'begin_epoch', 'end_epoch', 'best_map'}``.
 
     Parameters are those of example/ssd's ``train_net`` (``prefix`` is used as
     given: the caller appends ``_<network>_<shape>``). ``resume`` may be 'auto'.
     ``force_nms`` is the original's name for ``force_suppress``; either turns it on.
+    ``augment`` picks the training augmentation: 'ssd' (``cfg.train``, the
+    original's crop samplers, padding, colour jitter and mirror), 'flip' (mirror
+    only) or 'none'.
     """
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logger = logging.getLogger()
@@ -139,9 +142,11 @@ def train_net(
         raise UserError("--mean-r/g/b: must provide all three RGB mean values")
     ctx = list(ctx)
 
+    if augment not in AUGMENTATIONS:
+        raise UserError(f"--augment {augment}: choose from {', '.join(AUGMENTATIONS)}")
     train_iter = DetRecordIter(train_path, batch_size, data_shape, mean_pixels=mean_pixels,
                                std_pixels=std_pixels, label_pad_width=label_pad_width,
-                               path_imglist=train_list, **cfg.train)
+                               path_imglist=train_list, **cfg[AUGMENTATIONS[augment]])
     val_iter = None
     if val_path:
         val_iter = DetRecordIter(val_path, batch_size, data_shape, mean_pixels=mean_pixels,
