@@ -152,6 +152,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--no-voc07", dest="use_voc07_metric", action="store_false", help="VOC10+ area metric")
     a("--kv-store", default=D["kv_store"], help="kvstore type (local, device, dist_sync, ...)")
     a("--cls-loss", choices=("softmax", "focal"), default=D["cls_loss"], help="classification loss")
+    a("--augment", choices=("ssd", "flip", "none"), default="ssd",
+      help="SSD training augmentation: the original's crop/pad/jitter/mirror, mirror only, or none")
     a("--seed", type=int, default=None, help="random seed for initialisation")
     add_rcnn_args(p)
     return p.parse_args(argv)
@@ -279,7 +281,7 @@ def main(argv=None) -> None:
         args.use_voc07_metric, args.nms_topk, args.force_nms, args.train_list, val_path, args.val_list,
         args.monitor, args.monitor_pattern, args.log_file or None, args.kv_store,
         std_pixels=std_pixels, warmup_epochs=args.warmup_epochs,
-        cls_loss=args.cls_loss, seed=args.seed,
+        cls_loss=args.cls_loss, seed=args.seed, augment=args.augment,
     )
 
 
