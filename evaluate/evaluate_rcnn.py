@@ -1,8 +1,8 @@
 """Score and run a trained Faster R-CNN: what evaluate.py and demo.py do for faster_rcnn_* networks.
 
-The scripts read the run's :class:`symbol.rcnn_factory.RCNNConfig` from
-``<prefix>-rcnn.json`` (``train.train_rcnn.load_run_config``) and pass it
-here, so the test graph and the preprocessing are the training run's.
+The run's :class:`symbol.rcnn_factory.RCNNConfig` comes from
+``<prefix>-rcnn.json`` (:func:`load_inference_config`, written by train.py),
+so the test graph and the preprocessing are the training run's.
 Scores use the SSD metrics (:class:`evaluate.eval_metric.VOC07MApMetric` /
 ``MApMetric``) on normalised boxes, so both families print the same table.
 
@@ -37,7 +37,6 @@ def inference_config(cfg: RCNNConfig, **overrides) -> RCNNConfig:
     """
     return dataclasses.replace(cfg, rcnn_batch_size=1,
                                **{key: value for key, value in overrides.items() if value is not None})
-
 
 
 def add_rcnn_test_args(parser: argparse.ArgumentParser) -> None:

@@ -194,6 +194,26 @@ def test_resume_auto_continues_with_the_saved_momentum(trained_rcnn, tmp_path, c
     assert not np.array_equal(before, after)
 
 
+def test_pretrained_weights_file_with_missing_and_extra_names_and_frozen_layers(trained_rcnn, tmp_path, caplog):
+    """The original's ImageNet start: a .params file with the backbone only (plus a classifier the
+    detector lacks); the rest is initialised, the --net-fixed-params layers stay as loaded."""
+    _, args, _ = checkpoint.load_checkpoint(trained_rcnn.checkpoint, EPOCHS)
+    backbone = {f"arg:{name}": value for name, value in args.items() if name.startswith("conv")}
+    weights_file = str(tmp_path / "backbone-0000.params")
+    mx.nd.save(weights_file, {**backbone, "arg:fc8_weight": mx.nd.zeros((10, 4))})
+    caplog.set_level(logging.INFO)
+    prefix = str(tmp_path / "rcnn")
+    train_script.main(rcnn_args(trained_rcnn.rec, prefix, **{
+        "--pretrained": weights_file, "--net-fixed-params": '["conv1"]', "--val-path": "", "--epochs": "1"}))
+    messages = [record.getMessage() for record in caplog.records]
+    assert "Fixed parameters: [conv1_1_weight,conv1_1_bias]" in messages
+    _, tuned, _ = checkpoint.load_checkpoint(f"{prefix}_{NETWORK}", 1)
+    for name in ("conv1_1_weight", "conv1_1_bias"):
+        np.testing.assert_array_equal(tuned[name].asnumpy(), args[name].asnumpy())
+    assert not np.array_equal(tuned["conv2_1_weight"].asnumpy(), args["conv2_1_weight"].asnumpy())
+    assert "fc8_weight" not in tuned and set(tuned) == set(args)
+
+
 def test_images_without_objects_are_skipped_and_counted(shapes_rec, tmp_path, caplog):
     (image0, objects0), (image1, _), (image2, objects2) = shapes_rec.val[:3]
     train_rec = write_rec(str(tmp_path / "gaps"), [(image0, objects0), (image1, np.zeros((0, 6))), (image2, objects2)])

@@ -13,7 +13,9 @@ It ends with the mAP, the training minutes and the seconds per iteration (one
 image per iteration). Objects span 12% to 60% of the shorter image side, which
 at the 300-pixel short side is 36 to 180 pixels: inside the 32..256-pixel
 anchors of the default ``--anchor-scales (2,4,8,16)`` (stride 16).
-The default 10 epochs take about 16 minutes on an idle 2-core CPU.
+Measured with the defaults on an otherwise idle 2-core CPU: 10 epochs (10,000
+iterations, 0.065 s each) in 10.8 minutes, VOC07 mAP 0.884 on the 200
+validation images (18 minutes with other jobs keeping the load near 7).
 """
 import argparse
 import os

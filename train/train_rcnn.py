@@ -28,7 +28,6 @@ import os
 from collections.abc import Iterator, Sequence
 
 import mxnet as mx
-import numpy as np
 
 from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
 from evaluate.evaluate_rcnn import inference_config, score_detections
@@ -105,6 +104,8 @@ def train_rcnn(
     not hold are initialised. One batch is ``cfg.rcnn_batch_size`` images on
     each device of ``ctx``. ``val_path`` ('' for none) is scored after every
     epoch on ``ctx[0]`` with the VOC07 (or, ``voc07_metric=False``, area) mAP.
+    ``seed`` fixes the initialisation, the image order and flips, and the
+    anchor sampling; the ROI sampling of ``proposal_target`` stays random.
     """
     ctx, begin_epoch = list(ctx), int(begin_epoch)
     with _logging_to(log_file) as logger:
@@ -115,7 +116,6 @@ def train_rcnn(
             raise UserError(f"--val-path {val_path}: file not found")
         if seed is not None:
             mx.random.seed(seed)
-            np.random.seed(seed)  # the proposal_target op samples with numpy's global RNG
 
         symbol = get_rcnn_train(network, num_classes, cfg)
         batch_size = cfg.rcnn_batch_size * len(ctx)
