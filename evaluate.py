@@ -47,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--no-voc07", dest="use_voc07_metric", action="store_false", help="VOC10+ area metric")
     a("--deploy", dest="deploy_net", action="store_true", help="load the model written by tools/deploy.py")
     a("--label-width", type=int, default=350, help="label pad width of the record")
+    a("--coco", action="store_true", help="also print COCO AP (needs pycocotools: pip install -e '.[coco]')")
     a("--plot-pr", metavar="DIR", default="", help="write a precision-recall curve PNG per class to DIR")
     add_rcnn_test_args(p)
     return p.parse_args(argv)
@@ -80,13 +81,15 @@ def main(argv=None) -> None:
     from config.devices import parse_devices
 
     ctx = parse_devices("" if args.cpu else args.gpus, args.cpus)
-    class_names = parse_class_names(args.class_names, args.num_class)
+    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
     if args.num_batch is not None and args.num_batch <= 0:
         raise UserError(f"--num-batch {args.num_batch}: must be positive")
     mean_pixels, std_pixels = pixel_stats(args)
     from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
 
     if args.network in RCNN_NETWORKS:
+        if args.coco:
+            raise UserError("--coco: COCO AP is computed for SSD networks only")
         result = evaluate_rcnn_model(args, ctx[0], class_names)
     else:
         from evaluate.evaluate_net import evaluate_net, model_prefix
@@ -98,9 +101,11 @@ def main(argv=None) -> None:
             force_nms=args.force_nms, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
             class_names=class_names, voc07_metric=args.use_voc07_metric, num_batch=args.num_batch,
             deploy_net=args.deploy_net, std_pixels=std_pixels, nms_topk=args.nms_topk,
-            label_pad_width=args.label_width,
+            label_pad_width=args.label_width, coco=args.coco,
         )
     print(format_ap_table(result["aps"], result["mAP"]))
+    if "coco" in result:
+        print("COCO: " + ", ".join(f"{name} {value:.4f}" for name, value in result["coco"].items()))
     if args.plot_pr:
         from evaluate.pr_curve import plot_pr_curves
 

@@ -29,6 +29,6 @@ setup(
         "cpu": [MXNET_CPU],
         "gpu": [MXNET_GPU],
         "coco": ["pycocotools"],
-        "test": [MXNET_CPU, "pytest", "ruff"],
+        "test": [MXNET_CPU, "pytest", "ruff", "pycocotools"],
     },
 )

@@ -218,7 +218,7 @@ def main_rcnn(args: argparse.Namespace, ctx: list) -> None:
         raise UserError(f"--finetune {args.finetune}: not supported for Faster R-CNN; "
                         "pass the checkpoint's .params file as --pretrained")
     val_path = check_data_paths(args)
-    class_names = parse_class_names(args.class_names, args.num_class)
+    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
     overrides = {}
     for flag, kind, _ in RCNN_FLAGS:
         name = flag[2:].replace("-", "_")
@@ -265,7 +265,7 @@ def main(argv=None) -> None:
         raise UserError(f"{given[0]}: a Faster R-CNN flag; --network {args.network} is not a faster_rcnn_* network")
     resolve_family_defaults(args, D)
     val_path = check_data_paths(args)
-    class_names = parse_class_names(args.class_names, args.num_class)
+    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
     mean_pixels, std_pixels = pixel_stats(args)
     num_example = args.num_example if args.num_example > 0 else count_records(args.train_path)
     prefix = f"{args.prefix}_{args.network}_{args.data_shape}"

@@ -77,11 +77,13 @@ def evaluate_net(
     path_imglist: str = "", nms_thresh: float = 0.45, force_nms: bool = False, ovp_thresh: float = 0.5,
     use_difficult: bool = False, class_names: list | None = None, voc07_metric: bool = False,
     *, num_batch: int | None = None, deploy_net: bool = False, std_pixels=None, nms_topk: int = 400,
-    label_pad_width: int = 350,
+    label_pad_width: int = 350, coco: bool = False,
 ) -> dict:
     """Evaluate ``model_prefix-epoch`` on ``path_imgrec``.
 
-    Returns ``{'aps': {name: ap}, 'mAP', 'metric', 'seconds', 'images'}``.
+    Returns ``{'aps': {name: ap}, 'mAP', 'metric', 'seconds', 'images'}``, and
+    with ``coco`` also ``'coco'``: the 12 COCO summary numbers by name
+    (pycocotools; boxes are scaled to the network input for the size split).
 
     ``metric`` is the metric object itself (its per-class precision/recall
     curves feed ``--plot-pr``).
@@ -103,6 +105,11 @@ def evaluate_net(
 
     metric_cls = VOC07MApMetric if voc07_metric else MApMetric
     metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
+    metrics = [metric]
+    if coco:
+        from evaluate.coco_eval import COCOMApMetric
+
+        metrics.append(COCOMApMetric((data_shape, data_shape), num_classes, pred_idx=0))
     # An explicit loop rather than Module.score: score() feeds the wrapped-around
     # padding of the last batch to the metric, counting those images twice.
     images, tic = 0, time.time()
@@ -112,10 +119,14 @@ def evaluate_net(
         mod.forward(batch, is_train=False)
         keep = batch_size - (batch.pad or 0)
         outputs = [out[:keep] for out in mod.get_outputs()]
-        metric.update([label[:keep] for label in batch.label], outputs)
+        for each in metrics:
+            each.update([label[:keep] for label in batch.label], outputs)
         images += keep
     elapsed = time.time() - tic
     names, values = metric.get()
     logger.info("Evaluated %d images in %.1f s (%.1f images/sec)", images, elapsed, images / max(elapsed, 1e-9))
     aps = {name: float(value) for name, value in zip(names, values) if name != "mAP"}
-    return {"aps": aps, "mAP": float(values[-1]), "metric": metric, "seconds": elapsed, "images": images}
+    result = {"aps": aps, "mAP": float(values[-1]), "metric": metric, "seconds": elapsed, "images": images}
+    if coco:
+        result["coco"] = dict(zip(*metrics[1].get()))
+    return result

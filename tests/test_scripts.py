@@ -418,3 +418,15 @@ def test_pascal_voc_evaluate_detections(tiny_voc, tmp_path):
 
     with pytest.raises(ValueError, match="2 detection arrays for 3 images"):
         tiny_voc.evaluate_detections(dets[:2])
+
+
+def test_evaluate_coco_prints_the_twelve_cocoeval_numbers(trained_toy, run_evaluate):
+    pytest.importorskip("pycocotools")
+    from evaluate.coco_eval import STAT_NAMES
+
+    out, result = run_evaluate("--coco")
+    assert list(result["coco"]) == list(STAT_NAMES) and len(STAT_NAMES) == 12
+    coco_line = [line for line in out.splitlines() if line.startswith("COCO: ")]
+    assert len(coco_line) == 1 and f"{STAT_NAMES[0]} {result['coco'][STAT_NAMES[0]]:.4f}" in coco_line[0]
+    # AP averages IoU .5:.95, so it cannot exceed AP at IoU .5
+    assert result["coco"]["AP"] <= result["coco"]["AP50"] + 1e-9

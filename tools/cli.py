@@ -69,8 +69,13 @@ def pixel_stats(args) -> tuple:
     return [args.mean_r, args.mean_g, args.mean_b], [args.std_r, args.std_g, args.std_b]
 
 
-def parse_class_names(value: str, num_class: int | None = None) -> list | None:
-    """Class names from a comma list or a file (one a line); must agree with ``--num-class``."""
+def parse_class_names(value: str, num_class: int | None = None, default: str | None = None) -> list | None:
+    """Class names from a comma list or a file (one a line); must agree with ``--num-class``.
+
+    When ``value`` is the flag's ``default`` (the 20 VOC names) and ``--num-class``
+    asks for another count, the user named no classes: None (classes are shown
+    by index) instead of an error.
+    """
     import os
 
     if value and os.path.isfile(value):
@@ -80,7 +85,7 @@ def parse_class_names(value: str, num_class: int | None = None) -> list | None:
     else:
         names = [n.strip() for n in (value or "").split(",") if n.strip()]
         source = "--class-names"
-    if not names:
+    if not names or (value == default and num_class is not None and len(names) != num_class):
         return None
     if num_class is not None and len(names) != num_class:
         raise UserError(f"--num-class {num_class} disagrees with {source}, which lists {len(names)} names")

@@ -6,13 +6,50 @@ score, best checkpoint).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 
 import mxnet as mx
 
 from train import checkpoint
 from train.progress import TrainingHistory
+
+
+@contextlib.contextmanager
+def logging_to(log_file: str | None) -> Iterator[logging.Logger]:
+    """The root logger at INFO, also writing to ``log_file`` while the block runs."""
+    log_format, date_format = "%(asctime)s %(message)s", "%H:%M:%S"
+    logging.basicConfig(format=log_format, datefmt=date_format)
+    logger = logging.getLogger()
+    logger.setLevel(logging.INFO)
+    handler = None
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter(log_format, "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+    try:
+        yield logger
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def load_resume(prefix: str, resume: int, logger: logging.Logger) -> tuple:
+    """``(arg_params, aux_params, params_file, states_file)`` of checkpoint ``resume``.
+
+    ``states_file`` is None (with a warning) when the checkpoint has no saved
+    optimizer state, e.g. one written by the original example.
+    """
+    _, args, auxs = checkpoint.load_checkpoint(prefix, resume, flag="--resume")
+    states_file = checkpoint.states_path(prefix, resume)
+    if not os.path.isfile(states_file):
+        logger.warning("No optimizer state saved with epoch %d: momentum restarts from zero", resume)
+        states_file = None
+    return args, auxs, checkpoint.params_path(prefix, resume), states_file
 
 
 class ResumableModule(mx.mod.Module):

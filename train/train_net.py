@@ -28,7 +28,7 @@ from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
 from tools.cli import UserError
 from train import checkpoint
-from train.loop import EpochRecorder, ResumableModule
+from train.loop import EpochRecorder, ResumableModule, load_resume, logging_to
 from train.metric import MultiBoxMetric
 from train.progress import ProgressLogger, TrainingHistory
 
@@ -120,118 +120,109 @@ def train_net(
     original's crop samplers, padding, colour jitter and mirror), 'flip' (mirror
     only) or 'none'.
     """
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logger = logging.getLogger()
-    logger.setLevel(logging.INFO)
-    if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        logger.addHandler(logging.FileHandler(log_file))
-    if seed is not None:
-        mx.random.seed(seed)
-        import numpy as np
+    with logging_to(log_file) as logger:
+        if seed is not None:
+            mx.random.seed(seed)
+            import numpy as np
 
-        np.random.seed(seed)
+            np.random.seed(seed)
 
-    if isinstance(data_shape, int):
-        data_shape = (3, data_shape, data_shape)
-    if len(data_shape) != 3 or data_shape[0] != 3:
-        raise UserError(f"--data-shape {data_shape}: expected an int or (3, height, width)")
-    if isinstance(mean_pixels, (int, float)):
-        mean_pixels = [mean_pixels] * 3
-    if len(mean_pixels) != 3:
-        raise UserError("--mean-r/g/b: must provide all three RGB mean values")
-    ctx = list(ctx)
+        if isinstance(data_shape, int):
+            data_shape = (3, data_shape, data_shape)
+        if len(data_shape) != 3 or data_shape[0] != 3:
+            raise UserError(f"--data-shape {data_shape}: expected an int or (3, height, width)")
+        if isinstance(mean_pixels, (int, float)):
+            mean_pixels = [mean_pixels] * 3
+        if len(mean_pixels) != 3:
+            raise UserError("--mean-r/g/b: must provide all three RGB mean values")
+        ctx = list(ctx)
 
-    if augment not in AUGMENTATIONS:
-        raise UserError(f"--augment {augment}: choose from {', '.join(AUGMENTATIONS)}")
-    train_iter = DetRecordIter(train_path, batch_size, data_shape, mean_pixels=mean_pixels,
-                               std_pixels=std_pixels, label_pad_width=label_pad_width,
-                               path_imglist=train_list, **cfg[AUGMENTATIONS[augment]])
-    val_iter = None
-    if val_path:
-        val_iter = DetRecordIter(val_path, batch_size, data_shape, mean_pixels=mean_pixels,
-                                 std_pixels=std_pixels, label_pad_width=label_pad_width,
-                                 path_imglist=val_list, **cfg.valid)
+        if augment not in AUGMENTATIONS:
+            raise UserError(f"--augment {augment}: choose from {', '.join(AUGMENTATIONS)}")
+        train_iter = DetRecordIter(train_path, batch_size, data_shape, mean_pixels=mean_pixels,
+                                   std_pixels=std_pixels, label_pad_width=label_pad_width,
+                                   path_imglist=train_list, **cfg[AUGMENTATIONS[augment]])
+        val_iter = None
+        if val_path:
+            val_iter = DetRecordIter(val_path, batch_size, data_shape, mean_pixels=mean_pixels,
+                                     std_pixels=std_pixels, label_pad_width=label_pad_width,
+                                     path_imglist=val_list, **cfg.valid)
 
-    symbol = get_symbol_train(net, data_shape[1], num_classes=num_classes, nms_thresh=nms_thresh,
-                              force_suppress=force_suppress or force_nms, nms_topk=nms_topk,
-                              cls_loss=cls_loss)
-    input_shapes = {"data": (batch_size,) + tuple(data_shape), "label": train_iter.provide_label[0][1]}
+        symbol = get_symbol_train(net, data_shape[1], num_classes=num_classes, nms_thresh=nms_thresh,
+                                  force_suppress=force_suppress or force_nms, nms_topk=nms_topk,
+                                  cls_loss=cls_loss)
+        input_shapes = {"data": (batch_size,) + tuple(data_shape), "label": train_iter.provide_label[0][1]}
 
-    fixed_param_names = None
-    if freeze_layer_pattern.strip():
-        pattern = re.compile(freeze_layer_pattern)
-        fixed_param_names = [name for name in symbol.list_arguments() if pattern.match(name)]
+        fixed_param_names = None
+        if freeze_layer_pattern.strip():
+            pattern = re.compile(freeze_layer_pattern)
+            fixed_param_names = [name for name in symbol.list_arguments() if pattern.match(name)]
 
-    begin_epoch = int(begin_epoch)
-    resume = checkpoint.resolve_resume(resume, prefix)
-    ctx_str = "(" + ",".join(str(c) for c in ctx) + ")"
-    states_file = None
-    if resume > 0:
-        logger.info("Resume training with %s from epoch %d", ctx_str, resume)
-        _, args, auxs = checkpoint.load_checkpoint(prefix, resume, flag="--resume")
-        check_params_match(symbol, args, auxs, input_shapes, checkpoint.params_path(prefix, resume),
-                           num_classes)
-        begin_epoch = resume
-        if os.path.isfile(checkpoint.states_path(prefix, resume)):
-            states_file = checkpoint.states_path(prefix, resume)
+        begin_epoch = int(begin_epoch)
+        resume = checkpoint.resolve_resume(resume, prefix)
+        ctx_str = "(" + ",".join(str(c) for c in ctx) + ")"
+        states_file = None
+        if resume > 0:
+            logger.info("Resume training with %s from epoch %d", ctx_str, resume)
+            args, auxs, source, states_file = load_resume(prefix, resume, logger)
+            check_params_match(symbol, args, auxs, input_shapes, source, num_classes)
+            begin_epoch = resume
+        elif finetune > 0:
+            logger.info("Start finetuning with %s from epoch %d", ctx_str, finetune)
+            _, args, auxs = checkpoint.load_checkpoint(prefix, finetune, flag="--finetune")
+            check_params_match(symbol, args, auxs, input_shapes, checkpoint.params_path(prefix, finetune),
+                               num_classes)
+            begin_epoch = finetune
+            # as the original: everything loaded is frozen except the prediction layers
+            fixed_param_names = [k for k in args if "pred" not in k]
+        elif pretrained:
+            pretrained_file = checkpoint.params_path(pretrained, epoch)
+            if not os.path.isfile(pretrained_file):
+                raise UserError(f"--pretrained {pretrained} --epoch {epoch}: {pretrained_file} does not exist; "
+                                "pass --pretrained '' to train from scratch")
+            logger.info("Start training with %s from pretrained model %s", ctx_str, pretrained)
+            _, args, auxs = checkpoint.load_checkpoint(pretrained, epoch, flag="--pretrained/--epoch")
+            check_params_match(symbol, args, auxs, input_shapes, checkpoint.params_path(pretrained, epoch),
+                               num_classes)
         else:
-            logger.warning("No optimizer state saved with epoch %d: momentum restarts from zero", resume)
-    elif finetune > 0:
-        logger.info("Start finetuning with %s from epoch %d", ctx_str, finetune)
-        _, args, auxs = checkpoint.load_checkpoint(prefix, finetune, flag="--finetune")
-        check_params_match(symbol, args, auxs, input_shapes, checkpoint.params_path(prefix, finetune),
-                           num_classes)
-        begin_epoch = finetune
-        # as the original: everything loaded is frozen except the prediction layers
-        fixed_param_names = [k for k in args if "pred" not in k]
-    elif pretrained:
-        if not os.path.isfile(checkpoint.params_path(pretrained, epoch)):
-            raise UserError(f"--pretrained {pretrained} --epoch {epoch}: {checkpoint.params_path(pretrained, epoch)}"
-                            " does not exist; pass --pretrained '' to train from scratch")
-        logger.info("Start training with %s from pretrained model %s", ctx_str, pretrained)
-        _, args, auxs = checkpoint.load_checkpoint(pretrained, epoch, flag="--pretrained/--epoch")
-        check_params_match(symbol, args, auxs, input_shapes, checkpoint.params_path(pretrained, epoch),
-                           num_classes)
-    else:
-        logger.info("Experimental: start training from scratch with %s", ctx_str)
-        args, auxs, fixed_param_names = None, None, None
+            logger.info("Experimental: start training from scratch with %s", ctx_str)
+            args, auxs, fixed_param_names = None, None, None
 
-    if fixed_param_names:
-        logger.info("Freezed parameters: [%s]", ",".join(fixed_param_names))
-    if begin_epoch >= end_epoch:
-        logger.info("Nothing to do: already at epoch %d of %d", begin_epoch, end_epoch)
-        return {"prefix": prefix, "begin_epoch": begin_epoch, "end_epoch": end_epoch,
-                "best_map": checkpoint.best_score(prefix)}
+        if fixed_param_names:
+            logger.info("Freezed parameters: [%s]", ",".join(fixed_param_names))
+        if begin_epoch >= end_epoch:
+            logger.info("Nothing to do: already at epoch %d of %d", begin_epoch, end_epoch)
+            return {"prefix": prefix, "begin_epoch": begin_epoch, "end_epoch": end_epoch,
+                    "best_map": checkpoint.best_score(prefix)}
 
-    learning_rate, lr_scheduler = get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
-                                                   num_example, batch_size, begin_epoch, warmup_epochs)
-    optimizer_params = {
-        "learning_rate": learning_rate, "momentum": momentum, "wd": weight_decay,
-        "lr_scheduler": lr_scheduler, "clip_gradient": None,
-        "rescale_grad": 1.0 / len(ctx) if ctx else 1.0,
-    }
-    mod = ResumableModule(symbol, label_names=("label",), logger=logger, context=ctx,
-                          fixed_param_names=fixed_param_names, optimizer_states=states_file)
+        learning_rate, lr_scheduler = get_lr_scheduler(learning_rate, lr_refactor_step, lr_refactor_ratio,
+                                                       num_example, batch_size, begin_epoch, warmup_epochs)
+        optimizer_params = {
+            "learning_rate": learning_rate, "momentum": momentum, "wd": weight_decay,
+            "lr_scheduler": lr_scheduler, "clip_gradient": None,
+            "rescale_grad": 1.0 / len(ctx) if ctx else 1.0,
+        }
+        mod = ResumableModule(symbol, label_names=("label",), logger=logger, context=ctx,
+                              fixed_param_names=fixed_param_names, optimizer_states=states_file)
 
-    train_metric = MultiBoxMetric()
-    metric_cls = VOC07MApMetric if voc07_metric else MApMetric
-    valid_metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=3)
-    history = TrainingHistory(prefix, begin_epoch)
-    recorder = EpochRecorder(mod, prefix, train_metric, history, logger, scored_by_fit=val_iter is not None)
-    batches_per_epoch = -(-num_example // batch_size)  # the iterator pads the last batch
-    progress = ProgressLogger(batch_size, frequent, batches_per_epoch, begin_epoch, end_epoch, logger)
-    monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
+        train_metric = MultiBoxMetric()
+        metric_cls = VOC07MApMetric if voc07_metric else MApMetric
+        valid_metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=3)
+        history = TrainingHistory(prefix, begin_epoch)
+        recorder = EpochRecorder(mod, prefix, train_metric, history, logger, scored_by_fit=val_iter is not None)
+        batches_per_epoch = -(-num_example // batch_size)  # the iterator pads the last batch
+        progress = ProgressLogger(batch_size, frequent, batches_per_epoch, begin_epoch, end_epoch, logger)
+        monitor = mx.mon.Monitor(iter_monitor, pattern=monitor_pattern) if iter_monitor > 0 else None
 
-    mod.fit(
-        train_iter, val_iter, eval_metric=train_metric, validation_metric=valid_metric,
-        batch_end_callback=progress, epoch_end_callback=recorder.epoch_end,
-        eval_end_callback=recorder.eval_end if val_iter is not None else None,
-        optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(kv_store),
-        begin_epoch=begin_epoch, num_epoch=end_epoch, initializer=mx.init.Xavier(),
-        arg_params=args, aux_params=auxs, allow_missing=True, monitor=monitor,
-    )
-    best = recorder.best if recorder.best >= 0 else None
-    logger.info("Training finished: checkpoints %s-NNNN.params, history %s, curves %s", prefix,
-                history.csv_path, history.png_path)
-    return {"prefix": prefix, "begin_epoch": begin_epoch, "end_epoch": end_epoch, "best_map": best}
+        mod.fit(
+            train_iter, val_iter, eval_metric=train_metric, validation_metric=valid_metric,
+            batch_end_callback=progress, epoch_end_callback=recorder.epoch_end,
+            eval_end_callback=recorder.eval_end if val_iter is not None else None,
+            optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(kv_store),
+            begin_epoch=begin_epoch, num_epoch=end_epoch, initializer=mx.init.Xavier(),
+            arg_params=args, aux_params=auxs, allow_missing=True, monitor=monitor,
+        )
+        best = recorder.best if recorder.best >= 0 else None
+        logger.info("Training finished: checkpoints %s-NNNN.params, history %s, curves %s", prefix,
+                    history.csv_path, history.png_path)
+        return {"prefix": prefix, "begin_epoch": begin_epoch, "end_epoch": end_epoch, "best_map": best}

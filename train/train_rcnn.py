@@ -22,10 +22,8 @@ without pretrained weights nothing is frozen (random layers must learn).
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import mxnet as mx
 
@@ -35,7 +33,7 @@ from evaluate.rcnn_detect import detect_rec
 from symbol.rcnn_factory import RCNNConfig, fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
 from tools.cli import UserError
 from train import checkpoint
-from train.loop import EpochRecorder, ResumableModule
+from train.loop import EpochRecorder, ResumableModule, load_resume, logging_to
 from train.progress import ProgressLogger, TrainingHistory
 from train.rcnn_checkpoint import save_run_config
 from train.rcnn_metric import rcnn_metrics
@@ -61,25 +59,6 @@ def load_pretrained(pretrained: str, epoch: int) -> tuple[dict, dict, str]:
     args = {key.split(":", 1)[-1]: value for key, value in loaded.items() if not key.startswith("aux:")}
     auxs = {key[4:]: value for key, value in loaded.items() if key.startswith("aux:")}
     return args, auxs, path
-
-
-@contextlib.contextmanager
-def _logging_to(log_file: str | None) -> Iterator[logging.Logger]:
-    """The root logger at INFO, also writing to ``log_file`` while the block runs."""
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logger = logging.getLogger()
-    logger.setLevel(logging.INFO)
-    handler = None
-    if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handler = logging.FileHandler(log_file)
-        logger.addHandler(handler)
-    try:
-        yield logger
-    finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            handler.close()
 
 
 def _class_layers_first(params: dict) -> dict:
@@ -108,7 +87,7 @@ def train_rcnn(
     anchor sampling; the ROI sampling of ``proposal_target`` stays random.
     """
     ctx, begin_epoch = list(ctx), int(begin_epoch)
-    with _logging_to(log_file) as logger:
+    with logging_to(log_file) as logger:
         get_network(network)  # an unknown name is a one-line error before anything is read
         if num_classes < 1:
             raise UserError(f"--num-class {num_classes}: need at least one object class")
@@ -131,13 +110,8 @@ def train_rcnn(
         states_file = None
         if resume > 0:
             logger.info("Resume training with %s from epoch %d", ctx_str, resume)
-            _, args, auxs = checkpoint.load_checkpoint(prefix, resume, flag="--resume")
-            source = checkpoint.params_path(prefix, resume)
+            args, auxs, source, states_file = load_resume(prefix, resume, logger)
             begin_epoch = resume
-            if os.path.isfile(checkpoint.states_path(prefix, resume)):
-                states_file = checkpoint.states_path(prefix, resume)
-            else:
-                logger.warning("No optimizer state saved with epoch %d: momentum restarts from zero", resume)
         elif pretrained:
             args, auxs, source = load_pretrained(pretrained, epoch)
             logger.info("Start training with %s from pretrained weights %s", ctx_str, source)

@@ -1,0 +1,47 @@
+"""Command-line helpers: class names, devices, and the one-line error wrapper."""
+import subprocess
+import sys
+
+import pytest
+
+from config.defaults import VOC_CLASSES
+from config.devices import mxnet_has_cuda, parse_devices
+from tools.cli import UserError, parse_class_names
+
+
+def test_class_names_from_list_and_file(tmp_path):
+    assert parse_class_names("a, b,c", 3) == ["a", "b", "c"]
+    names = tmp_path / "x.names"
+    names.write_text("cat\n\ndog\n")
+    assert parse_class_names(str(names), 2) == ["cat", "dog"]
+    with pytest.raises(UserError, match=r"--num-class 3 disagrees with --class-names .*x.names, which lists 2"):
+        parse_class_names(str(names), 3)
+
+
+def test_default_voc_names_give_way_to_another_class_count():
+    assert len(parse_class_names(VOC_CLASSES, 20, default=VOC_CLASSES)) == 20
+    assert parse_class_names(VOC_CLASSES, 3, default=VOC_CLASSES) is None
+    with pytest.raises(UserError, match="--num-class 3 disagrees"):
+        parse_class_names(VOC_CLASSES, 3)  # the user typed these names: a real disagreement
+
+
+def test_devices():
+    import mxnet as mx
+
+    assert parse_devices("", 0) == [mx.cpu()]
+    assert parse_devices(None, 3) == [mx.cpu(0), mx.cpu(1), mx.cpu(2)]
+    with pytest.raises(UserError, match="--gpus 'x': expected a comma list"):
+        parse_devices("x")
+    if not mxnet_has_cuda():
+        assert parse_devices(None) == [mx.cpu()]
+        with pytest.raises(UserError, match="no GPU support.*mxnet-cu112"):
+            parse_devices("0,1")
+
+
+def test_run_cli_prints_one_line_and_exits_2():
+    code = ("from tools.cli import UserError, run_cli\n"
+            "def main():\n    raise UserError('--flag x: bad value')\n"
+            "run_cli(main)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: --flag x: bad value\n"
