@@ -28,7 +28,10 @@ from the foreground ROIs with replacement (keeping their labels).
 
 The random draws use a ``numpy.random.RandomState`` seeded by the op parameter
 ``seed`` or else the environment variable ``MXDET_RCNN_SEED`` (unseeded when
-neither is set), so tests can fix them.
+neither is set), so tests can fix them. A seed names one stream for the whole
+process: Module re-creates the operator on every reshape (each batch of a new
+image size), and a fresh ``RandomState(seed)`` each time would replay the same
+draws for every batch. :func:`reset_seeded_streams` starts them again.
 """
 from __future__ import annotations
 
@@ -97,6 +100,21 @@ def sample_rois(
     return sampled, label, bbox_target, bbox_weight
 
 
+_SEEDED_STREAMS: dict[int, np.random.RandomState] = {}
+
+
+def _random_stream(seed: int | None) -> np.random.RandomState:
+    """The process-wide stream of ``seed``, or a fresh unseeded one."""
+    if seed is None:
+        return np.random.RandomState()
+    return _SEEDED_STREAMS.setdefault(seed, np.random.RandomState(seed))
+
+
+def reset_seeded_streams() -> None:
+    """Restart every seeded stream from its seed (tests call this for repeatable runs)."""
+    _SEEDED_STREAMS.clear()
+
+
 class ProposalTargetOperator(mx.operator.CustomOp):
     """Forward: :func:`sample_rois` per image; backward: zero gradients."""
 
@@ -117,7 +135,7 @@ class ProposalTargetOperator(mx.operator.CustomOp):
         self.fg_rois = int(round(fg_fraction * batch_rois))
         self.fg_overlap = fg_overlap
         self.box_stds = box_stds
-        self.rng = np.random.RandomState(seed)
+        self.rng = _random_stream(seed)
 
     def forward(self, is_train, req, in_data, out_data, aux):
         all_rois = in_data[0].asnumpy().astype(np.float64)
