@@ -110,7 +110,12 @@ def test_toy_ssd_matches_the_gluon_tutorial():
     anchors = _infer(sym, 256, *[f"{s}_anchors" for s in scales])
     assert [a[1] for a in anchors] == [4096, 1024, 256, 64, 4]
     cls_pred, loc_pred, all_anchors = _infer(sym, 256, "multibox_cls_pred", "multibox_loc_pred", "multibox_anchors")
-    # the tutorial's class predictions (1, 5444, 3), here channel-first for SoftmaxOutput
+    # the tutorial's class predictions (1, 5444, 3) are the input of the transpose that
+    # makes them channel-first for SoftmaxOutput
+    nodes = json.loads(sym.tojson())["nodes"]
+    transpose = next(n for n in nodes if n["name"] == "multibox_cls_pred")
+    reshape_name = nodes[transpose["inputs"][0][0]]["name"]
+    assert _infer(sym, 256, reshape_name) == [(1, 5444, 3)]
     assert cls_pred == (1, 3, 5444)
     assert loc_pred == (1, 5444 * 4)
     assert all_anchors == (1, 5444, 4)
