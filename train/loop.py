@@ -38,18 +38,29 @@ def logging_to(log_file: str | None) -> Iterator[logging.Logger]:
             handler.close()
 
 
-def load_resume(prefix: str, resume: int, logger: logging.Logger) -> tuple:
-    """``(arg_params, aux_params, params_file, states_file)`` of checkpoint ``resume``.
+def devices_label(ctx) -> str:
+    """``(cpu(0),cpu(1))``: the devices as the logs name them."""
+    return "(" + ",".join(str(c) for c in ctx) + ")"
 
-    ``states_file`` is None (with a warning) when the checkpoint has no saved
-    optimizer state, e.g. one written by the original example.
+
+def load_resume(prefix: str, resume, ctx, logger: logging.Logger) -> tuple:
+    """Resolve ``--resume`` (an epoch, -1, or 'auto') and load that checkpoint.
+
+    Returns ``(epoch, arg_params, aux_params, params_file, states_file)``; epoch
+    is -1 and the rest None when not resuming. ``states_file`` is None (with a
+    warning) when the checkpoint has no saved optimizer state, e.g. one written
+    by the original example.
     """
-    _, args, auxs = checkpoint.load_checkpoint(prefix, resume, flag="--resume")
-    states_file = checkpoint.states_path(prefix, resume)
+    epoch = checkpoint.resolve_resume(resume, prefix)
+    if epoch <= 0:
+        return -1, None, None, None, None
+    logger.info("Resume training with %s from epoch %d", devices_label(ctx), epoch)
+    _, args, auxs = checkpoint.load_checkpoint(prefix, epoch, flag="--resume")
+    states_file = checkpoint.states_path(prefix, epoch)
     if not os.path.isfile(states_file):
-        logger.warning("No optimizer state saved with epoch %d: momentum restarts from zero", resume)
+        logger.warning("No optimizer state saved with epoch %d: momentum restarts from zero", epoch)
         states_file = None
-    return args, auxs, checkpoint.params_path(prefix, resume), states_file
+    return epoch, args, auxs, checkpoint.params_path(prefix, epoch), states_file
 
 
 class ResumableModule(mx.mod.Module):

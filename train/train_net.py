@@ -28,7 +28,7 @@ from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
 from tools.cli import UserError
 from train import checkpoint
-from train.loop import EpochRecorder, ResumableModule, load_resume, logging_to
+from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to
 from train.metric import MultiBoxMetric
 from train.progress import ProgressLogger, TrainingHistory
 
@@ -159,12 +159,9 @@ def train_net(
             fixed_param_names = [name for name in symbol.list_arguments() if pattern.match(name)]
 
         begin_epoch = int(begin_epoch)
-        resume = checkpoint.resolve_resume(resume, prefix)
-        ctx_str = "(" + ",".join(str(c) for c in ctx) + ")"
-        states_file = None
+        ctx_str = devices_label(ctx)
+        resume, args, auxs, source, states_file = load_resume(prefix, resume, ctx, logger)
         if resume > 0:
-            logger.info("Resume training with %s from epoch %d", ctx_str, resume)
-            args, auxs, source, states_file = load_resume(prefix, resume, logger)
             check_params_match(symbol, args, auxs, input_shapes, source, num_classes)
             begin_epoch = resume
         elif finetune > 0:

@@ -33,7 +33,7 @@ from evaluate.rcnn_detect import detect_rec
 from symbol.rcnn_factory import RCNNConfig, fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
 from tools.cli import UserError
 from train import checkpoint
-from train.loop import EpochRecorder, ResumableModule, load_resume, logging_to
+from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to
 from train.progress import ProgressLogger, TrainingHistory
 from train.rcnn_checkpoint import save_run_config
 from train.rcnn_metric import rcnn_metrics
@@ -105,12 +105,9 @@ def train_rcnn(
                         loader.num_skipped + len(loader.keys))
         input_shapes = {desc.name: desc.shape for desc in loader.provide_data + loader.provide_label}
 
-        resume = checkpoint.resolve_resume(resume, prefix)
-        ctx_str = "(" + ",".join(str(c) for c in ctx) + ")"
-        states_file = None
+        ctx_str = devices_label(ctx)
+        resume, args, auxs, source, states_file = load_resume(prefix, resume, ctx, logger)
         if resume > 0:
-            logger.info("Resume training with %s from epoch %d", ctx_str, resume)
-            args, auxs, source, states_file = load_resume(prefix, resume, logger)
             begin_epoch = resume
         elif pretrained:
             args, auxs, source = load_pretrained(pretrained, epoch)
