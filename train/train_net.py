@@ -85,11 +85,18 @@ def check_params_match(net: mx.sym.Symbol, args: dict, auxs: dict, input_shapes:
     arg_shapes, _, aux_shapes = net.infer_shape(**input_shapes)
     expected = dict(zip(net.list_arguments(), arg_shapes))
     expected.update(zip(net.list_auxiliary_states(), aux_shapes))
-    for name, value in list(args.items()) + list(auxs.items()):
+
+    def is_class_layer(name: str) -> bool:  # SSD's *_cls_pred_conv, Faster R-CNN's cls_score
+        return "cls_pred" in name or name.startswith("cls_score")
+
+    # class layers first: a different class count also changes the box layers of
+    # Faster R-CNN, and it should be reported as what it is
+    params = sorted(list(args.items()) + list(auxs.items()), key=lambda item: not is_class_layer(item[0]))
+    for name, value in params:
         want = expected.get(name)
         if want is None or tuple(value.shape) == tuple(want):
             continue
-        if "cls_pred" in name or name.startswith("cls_score"):
+        if is_class_layer(name):
             raise UserError(
                 f"--num-class {num_classes} disagrees with {source}: its layer {name} has shape "
                 f"{tuple(value.shape)}, this network needs {tuple(want)}"

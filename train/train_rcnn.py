@@ -61,11 +61,6 @@ def load_pretrained(pretrained: str, epoch: int) -> tuple[dict, dict, str]:
     return args, auxs, path
 
 
-def _class_layers_first(params: dict) -> dict:
-    """``params`` with ``cls_score_*`` first, so a class-count mismatch is reported as one."""
-    return dict(sorted(params.items(), key=lambda item: not item[0].startswith("cls_score")))
-
-
 def train_rcnn(
     network: str, train_path: str, num_classes: int, cfg: RCNNConfig, prefix: str, ctx: Sequence[mx.Context],
     begin_epoch: int, end_epoch: int, resume, pretrained: str, epoch: int, frequent: int, lr: float,
@@ -116,7 +111,7 @@ def train_rcnn(
             logger.info("Start training from scratch with %s", ctx_str)
             args, auxs, source = None, None, ""
         if args is not None:
-            check_params_match(symbol, _class_layers_first(args), auxs, input_shapes, source, num_classes)
+            check_params_match(symbol, args, auxs, input_shapes, source, num_classes)
 
         # frozen layers keep pretrained features; from scratch every layer must learn
         frozen = fixed_param_names(symbol, cfg.net_fixed_params) if pretrained else []
