@@ -16,8 +16,10 @@ import sys
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import DEMO as D
 from config.defaults import RCNN_TRAIN
+from config.errors import UserError, run_cli
+from config.fileio import atomic_write
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import UserError, add_pixel_args, parse_class_names, pixel_stats, run_cli
+from tools.cli import add_pixel_args, parse_class_names, pixel_stats
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
 
@@ -124,9 +126,8 @@ def run_images(detector, paths, args, class_names) -> int:
                 # a lossless input stays lossless; anything else is written as JPEG
                 ext = ext.lower() if ext.lower() in LOSSLESS_EXTENSIONS else ".jpg"
                 out_path = os.path.join(args.out_dir, stem + ext)
-                tmp = out_path + ".tmp" + ext
-                cv2.imwrite(tmp, draw_detections(image, dets, class_names))
-                os.replace(tmp, out_path)
+                annotated = draw_detections(image, dets, class_names)
+                atomic_write(out_path, lambda tmp, annotated=annotated: cv2.imwrite(tmp, annotated))
     if args.out_dir:
         print(f"annotated images: {args.out_dir}")
     return failed

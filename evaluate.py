@@ -15,8 +15,9 @@ import logging
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import EVALUATE as D
 from config.defaults import RCNN_TRAIN
+from config.errors import UserError, run_cli
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import UserError, add_device_args, add_pixel_args, parse_class_names, pixel_stats, run_cli
+from tools.cli import add_device_args, add_pixel_args, parse_class_names, pixel_stats
 
 
 def parse_args(argv=None) -> argparse.Namespace:

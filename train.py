@@ -17,7 +17,8 @@ import os
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import RCNN_TRAIN
 from config.defaults import TRAIN as D
-from tools.cli import UserError, add_device_args, add_pixel_args, parse_class_names, pixel_stats, run_cli
+from config.errors import UserError, run_cli
+from tools.cli import add_device_args, add_pixel_args, parse_class_names, pixel_stats
 
 # Flags whose default depends on the family (None on the command line): SSD's from TRAIN, R-CNN's from RCNN_TRAIN.
 FAMILY_DEFAULTS = ("batch_size", "pretrained", "prefix", "end_epoch", "frequent", "lr", "lr_steps")

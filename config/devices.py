@@ -1,7 +1,7 @@
 """Turn ``--gpus`` / ``--cpus`` into a list of mxnet contexts."""
 from __future__ import annotations
 
-from tools.cli import UserError
+from config.errors import UserError
 
 GPU_PACKAGE_HINT = "pip uninstall -y mxnet && pip install mxnet-cu112==1.9.1 (or pip install -e '.[gpu]')"
 

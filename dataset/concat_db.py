@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from config.errors import UserError
 from dataset.imdb import Imdb
-from tools.cli import UserError
 
 
 class ConcatDB(Imdb):

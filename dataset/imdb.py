@@ -18,7 +18,7 @@ line per image, tab separated::
 (header width 2, object width 6, values with 4 decimals).
 
 Bad input (a file that cannot be read, a box outside its image, an unknown
-class) raises :class:`tools.cli.UserError` naming the file and the reason; with
+class) raises :class:`config.errors.UserError` naming the file and the reason; with
 ``skip_bad=True`` the image is dropped instead and recorded in ``dropped``.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from tools.cli import UserError
+from config.errors import UserError
+from config.fileio import atomic_open
 
 NAMES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "names")
 LABEL_HEADER_WIDTH = 2  # the .lst header: [header width, object width]
@@ -225,12 +226,6 @@ class Imdb:
             raise UserError(f"{self.name}: no labelled images to write to {fname}")
         if shuffle:
             random.Random(seed).shuffle(lines)
-        tmp = f"{fname}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.writelines(lines)
-            os.replace(tmp, fname)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_open(fname, "w", encoding="utf-8") as f:
+            f.writelines(lines)
         return ListStats(len(lines), num_objects, max_objects)

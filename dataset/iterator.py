@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import mxnet as mx
 import numpy as np
 
-from tools.cli import UserError
+from config.errors import UserError
 
 RECORDIO_MAGIC = 0xCED7230A
 _PAD_TOO_SMALL = re.compile(r"label_pad_width:?\s*(-?\d+)\s*smaller than estimated width:?\s*(\d+)")

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from config.errors import UserError
 from dataset.imdb import BadEntryError, Imdb, describe_classes, load_class_names
-from tools.cli import UserError
 
 # COCO boxes are floats and a few poke out of the image by rounding; allow that much, then clip
 BORDER_TOLERANCE_PX = 1.0

@@ -30,8 +30,8 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from config.errors import UserError
 from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
-from tools.cli import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from config.errors import UserError
 from dataset.imdb import BadEntryError, Imdb, load_class_names
-from tools.cli import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # normalised coordinates written with few decimals can overshoot [0, 1] a little; allow that, then clip

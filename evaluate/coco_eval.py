@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import mxnet as mx
 import numpy as np
 
+from config.errors import UserError
 from evaluate.eval_metric import as_numpy
-from tools.cli import UserError
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 

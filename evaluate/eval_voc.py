@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 import numpy as np
 
+from config.errors import UserError
+from config.fileio import atomic_open
 from dataset.bbox import iou_matrix
-from tools.cli import UserError
 
 # the 11 recall points of the VOC2007 metric, exactly 0.0, 0.1, ..., 1.0
 _ELEVEN_POINTS = np.arange(11) / 10.0
@@ -129,16 +129,8 @@ def _read_image_set(imageset_file: str) -> list[str]:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def _load_annotations(annopath: str, imagenames: list[str], cache_dir: str, cache_name: str) -> dict:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import mxnet as mx
 
 from config.config import cfg
+from config.errors import UserError
 from dataset.iterator import DetRecordIter
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol
-from tools.cli import UserError
 from train.checkpoint import load_checkpoint
 
 

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 import mxnet as mx
 import numpy as np
 
+from config.errors import UserError
 from dataset.rcnn_loader import preprocess, resize_scale
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.rcnn_detect import RCNNDetector, detect_rec, update_metric
 from symbol.rcnn_factory import RCNNConfig
-from tools.cli import UserError
 from train.rcnn_checkpoint import load_rcnn_weights, load_run_config, run_config_path
 
 

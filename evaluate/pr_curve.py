@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from config.fileio import atomic_open
 
 
 def _file_stem(class_name: str) -> str:
@@ -51,13 +52,7 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out_
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower left")
         path = os.path.join(out_dir, f"pr_{_file_stem(class_name)}.png")
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".pr_", suffix=".png.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format="png", dpi=80)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=80)
         paths.append(path)
     return paths

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import mxnet as mx
 
+from config.errors import UserError
 from symbol.rcnn_resnet import get_resnet50_test, get_resnet50_train, get_resnet101_test, get_resnet101_train
 from symbol.rcnn_small import get_small_test, get_small_train
 from symbol.rcnn_vgg import get_vgg_test, get_vgg_train
-from tools.cli import UserError
 
 
 @dataclass

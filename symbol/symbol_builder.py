@@ -13,9 +13,9 @@ from types import ModuleType
 
 import mxnet as mx
 
+from config.errors import UserError
 from symbol.common import multi_layer_feature, multibox_layer
 from symbol.losses import softmax_focal_output
-from tools.cli import UserError
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 CLS_LOSSES = ("softmax", "focal")

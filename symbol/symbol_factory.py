@@ -21,9 +21,9 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 
+from config.errors import UserError
 from symbol import symbol_builder
 from symbol.toy import SCALE_LAYERS as TOY_SCALE_LAYERS
-from tools.cli import UserError
 
 LOG = logging.getLogger(__name__)
 ConfigFunction = Callable[[int], dict[str, Any]]

@@ -4,8 +4,8 @@ import math
 import mxnet  # noqa: F401  (loaded before main() so that --threads is refused, see below)
 import pytest
 
+from config.errors import UserError
 from tools import benchmark
-from tools.cli import UserError
 
 
 @pytest.mark.parametrize("mode", ["train", "infer"])

@@ -6,7 +6,8 @@ import pytest
 
 from config.defaults import VOC_CLASSES
 from config.devices import mxnet_has_cuda, parse_devices
-from tools.cli import UserError, parse_class_names
+from config.errors import UserError
+from tools.cli import parse_class_names
 
 
 def test_class_names_from_list_and_file(tmp_path):
@@ -39,7 +40,7 @@ def test_devices():
 
 
 def test_run_cli_prints_one_line_and_exits_2():
-    code = ("from tools.cli import UserError, run_cli\n"
+    code = ("from config.errors import UserError, run_cli\n"
             "def main():\n    raise UserError('--flag x: bad value')\n"
             "run_cli(main)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

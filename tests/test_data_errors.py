@@ -9,8 +9,8 @@ import pytest
 from data_helpers import pack, read_lst, tiny_synthetic, write_coco
 
 from config.config import cfg
+from config.errors import UserError
 from dataset.iterator import DetRecordIter
-from tools.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from data_helpers import expected_labels, pack, read_lst, read_rec_labels, write_coco, write_voc_set, write_yolo
 
+from config.errors import UserError
 from dataset.concat_db import ConcatDB
 from dataset.imdb import load_class_names
 from dataset.iterator import DetRecordIter
@@ -12,7 +13,6 @@ from dataset.mscoco import Coco
 from dataset.pascal_voc import PascalVoc
 from dataset.testdb import TestDB
 from dataset.yolo_format import YoloFormat
-from tools.cli import UserError
 
 
 def _assert_rec_matches_generator(rec: str, lst: str, images, with_difficult: bool = True) -> None:

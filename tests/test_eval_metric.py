@@ -10,8 +10,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from config.errors import UserError
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
-from tools.cli import UserError
 
 A = [0.0, 0.0, 0.5, 0.5]
 B = [0.5, 0.5, 1.0, 1.0]

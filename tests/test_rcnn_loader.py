@@ -3,10 +3,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from config.errors import UserError
 from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
 from dataset.rcnn_loader import AnchorLoader, TestLoader, feat_shape_from_symbol
 from symbol.rcnn_factory import get_rcnn_train, make_config
-from tools.cli import UserError
 
 LEFT_BGR, RIGHT_BGR = (10, 20, 30), (200, 150, 100)
 MEANS, STDS = (1.0, 2.0, 3.0), (2.0, 4.0, 5.0)

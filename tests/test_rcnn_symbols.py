@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import symbol.proposal_target  # noqa: F401  (registers the op)
+from config.errors import UserError
 from dataset.bbox import bbox_pred
 from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
 from dataset.rcnn_loader import feat_shape_from_symbol
@@ -17,7 +18,6 @@ from symbol.rcnn_factory import (
     rcnn_initializer,
 )
 from symbol.rcnn_vgg import get_vgg_test, get_vgg_train
-from tools.cli import UserError
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 NUM_CLASSES = 6

@@ -23,10 +23,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from config.errors import UserError
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
 from symbol.rcnn_factory import RCNNConfig, get_rcnn_test, make_config, rcnn_initializer
-from tools.cli import UserError
 from train import checkpoint
 from train.rcnn_checkpoint import load_run_config, run_config_path, save_run_config
 

@@ -5,11 +5,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from config.errors import UserError
 from symbol import symbol_factory
 from symbol.common import multi_layer_feature, multibox_layer
 from symbol.losses import focal_loss_value, softmax_focal_output
 from symbol.symbol_factory import DEFAULT_DATA_SHAPES, NETWORKS, get_scales, get_symbol, get_symbol_train
-from tools.cli import UserError
 
 
 def _infer(sym, data_shape, *names, batch=1):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from data_helpers import tiny_synthetic
 
-from tools.cli import UserError
+from config.errors import UserError
 from tools.make_synthetic import SHAPE_NAMES, make_synthetic
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import train.train_net as train_net_module
 from config.config import cfg
-from tools.cli import UserError
+from config.errors import UserError
 from train import checkpoint
 from train.train_net import train_net
 

@@ -27,7 +27,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from tools.cli import UserError, run_cli  # noqa: E402
+from config.errors import UserError, run_cli  # noqa: E402
 
 BATCH_SWEEP = (1, 2, 4, 8, 16, 32)
 MODES = ("train", "infer")

@@ -1,49 +1,12 @@
-"""One-line errors for every command-line entry point.
+"""Argument helpers shared by the command-line scripts (devices, pixel statistics, class names).
 
-Library code raises :class:`UserError` (or lets ``FileNotFoundError`` out) with a
-message that names the file or flag and the reason. :func:`run_cli` turns that
-into ``error: <message>`` on stderr and exit status 2, instead of a traceback.
-Set ``MXDET_DEBUG=1`` to see the full traceback.
+The error contract itself (``UserError``, ``run_cli``) lives in :mod:`config.errors`.
 """
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable
 
-
-class UserError(Exception):
-    """Bad input from the user: a file, a flag or a value. Printed as one line."""
-
-
-def _short_mxnet_message(err: BaseException) -> str:
-    # MXNetError carries the whole C++ stack trace; its first line is the reason.
-    text = str(err).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Stack trace", "[bt]", "File ")):
-            return line
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def run_cli(main: Callable[[], object]) -> None:
-    """Run ``main()``; bad input exits 2 with one line, Ctrl-C exits 130."""
-    try:
-        status = main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except (UserError, FileNotFoundError) as err:
-        if os.environ.get("MXDET_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as err:  # mxnet's C++ errors become one line as well
-        if type(err).__name__ != "MXNetError" or os.environ.get("MXDET_DEBUG"):
-            raise
-        print(f"error: mxnet: {_short_mxnet_message(err)}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(int(status or 0))
+from config.errors import UserError
 
 
 def add_device_args(parser) -> None:
@@ -76,7 +39,6 @@ def parse_class_names(value: str, num_class: int | None = None, default: str | N
     asks for another count, the user named no classes: None (classes are shown
     by index) instead of an error.
     """
-    import os
 
     if value and os.path.isfile(value):
         with open(value) as f:

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import config  # noqa: E402,F401  (thread defaults before mxnet loads)
 from config.defaults import DEPLOY as D  # noqa: E402
-from tools.cli import run_cli  # noqa: E402
+from config.errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

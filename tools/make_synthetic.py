@@ -43,7 +43,8 @@ from multiprocessing import get_context
 import cv2
 import numpy as np
 
-from tools.cli import UserError, run_cli
+from config.errors import UserError, run_cli
+from config.fileio import atomic_open
 
 YEAR = "synth"
 
@@ -167,14 +168,8 @@ class _Settings:
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary name, so no half-written file is left."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -24,12 +24,12 @@ import tempfile
 import time
 from collections import Counter
 
+from config.errors import UserError, run_cli
 from dataset.concat_db import ConcatDB
 from dataset.imdb import LABEL_HEADER_WIDTH, OBJECT_WIDTH, Imdb, ListStats
 from dataset.mscoco import Coco
 from dataset.pascal_voc import PascalVoc
 from dataset.yolo_format import YoloFormat
-from tools.cli import UserError, run_cli
 
 LAYOUTS = """data set layouts (--root):
   pascal  ROOT/VOC<year>/{JPEGImages,Annotations,ImageSets/Main/<set>.txt}

@@ -28,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.cli import UserError, run_cli  # noqa: E402
+from config.errors import UserError, run_cli  # noqa: E402
 
 NETWORK = "faster_rcnn_small"
 

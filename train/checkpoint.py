@@ -21,19 +21,8 @@ import re
 
 import mxnet as mx
 
-from tools.cli import UserError
-
-
-def _atomic(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from config.errors import UserError
+from config.fileio import atomic_write
 
 
 def params_path(prefix: str, epoch: int) -> str:
@@ -46,10 +35,10 @@ def states_path(prefix: str, epoch: int) -> str:
 
 def save_params(prefix: str, epoch: int, symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict) -> None:
     """Write ``prefix-symbol.json`` and ``prefix-EPOCH.params`` atomically."""
-    _atomic(f"{prefix}-symbol.json", symbol.save)
+    atomic_write(f"{prefix}-symbol.json", symbol.save)
     save_dict = {f"arg:{k}": v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
     save_dict.update({f"aux:{k}": v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-    _atomic(params_path(prefix, epoch), lambda tmp: mx.nd.save(tmp, save_dict))
+    atomic_write(params_path(prefix, epoch), lambda tmp: mx.nd.save(tmp, save_dict))
 
 
 def save_checkpoint(
@@ -58,7 +47,7 @@ def save_checkpoint(
 ) -> None:
     """Save optimizer state (if ``module`` has one), then symbol and params."""
     if module is not None and module.optimizer_initialized:
-        _atomic(states_path(prefix, epoch), module.save_optimizer_states)
+        atomic_write(states_path(prefix, epoch), module.save_optimizer_states)
     save_params(prefix, epoch, symbol, arg_params, aux_params)
 
 
@@ -114,7 +103,7 @@ def save_best(prefix: str, epoch: int, score: float, symbol: mx.sym.Symbol, arg_
         with open(tmp, "w") as f:
             json.dump(info, f)
 
-    _atomic(f"{prefix}-best.json", write)
+    atomic_write(f"{prefix}-best.json", write)
 
 
 def best_score(prefix: str) -> float | None:

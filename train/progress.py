@@ -8,7 +8,8 @@ import math
 import os
 import time
 
-from tools.cli import UserError
+from config.errors import UserError
+from config.fileio import atomic_open, atomic_write
 
 
 def format_duration(seconds: float) -> str:
@@ -94,13 +95,10 @@ class TrainingHistory:
         fields = []
         for row in self.rows:
             fields += [k for k in row if k not in fields]
-        tmp = self.csv_path + ".tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(self.csv_path)), exist_ok=True)
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(self.csv_path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.csv_path)
 
     def _plot(self) -> None:
         import matplotlib
@@ -120,7 +118,5 @@ class TrainingHistory:
         ax_map.plot(epochs, maps, marker="o", color="tab:green")
         ax_map.set(xlabel="epoch", ylabel="mAP", title="Validation mAP", ylim=(0, 1))
         fig.tight_layout()
-        tmp = self.png_path + ".tmp.png"
-        fig.savefig(tmp, dpi=80)
+        atomic_write(self.png_path, lambda tmp: fig.savefig(tmp, dpi=80))
         plt.close(fig)
-        os.replace(tmp, self.png_path)

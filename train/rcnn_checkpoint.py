@@ -13,8 +13,9 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from config.errors import UserError
+from config.fileio import atomic_open
 from symbol.rcnn_factory import RCNNConfig
-from tools.cli import UserError
 from train.checkpoint import load_checkpoint, params_path
 
 
@@ -35,11 +36,8 @@ def save_run_config(prefix: str, cfg: RCNNConfig, num_classes: int, class_names:
     path = run_config_path(prefix)
     payload = {"num_classes": num_classes, "class_names": list(class_names) if class_names else None,
                "config": dataclasses.asdict(cfg)}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
     return path
 
 

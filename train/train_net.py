@@ -23,10 +23,10 @@ from collections.abc import Sequence
 import mxnet as mx
 
 from config.config import AUGMENTATIONS, cfg
+from config.errors import UserError
 from dataset.iterator import DetRecordIter
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
-from tools.cli import UserError
 from train import checkpoint
 from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to
 from train.metric import MultiBoxMetric

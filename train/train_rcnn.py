@@ -27,11 +27,11 @@ from collections.abc import Sequence
 
 import mxnet as mx
 
+from config.errors import UserError
 from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
 from symbol.rcnn_factory import RCNNConfig, fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
-from tools.cli import UserError
 from train import checkpoint
 from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to
 from train.progress import ProgressLogger, TrainingHistory
