@@ -5,8 +5,10 @@
     python demo.py --network faster_rcnn_small --prefix model/rcnn_ --epoch 10 \
         --class-names data/synth/synth.names --images a.jpg --out-dir output/demo
 
-Faster R-CNN (``--network faster_rcnn_*``) takes its image sizes and pixel
-statistics from ``<prefix>-rcnn.json`` and detects one image at a time.
+With the run config train.py saves beside the checkpoint, ``--prefix`` and
+``--epoch`` are enough: ``python demo.py --prefix model/ssd_toy_128 --epoch 10 --images a.jpg``.
+Faster R-CNN takes its image sizes and pixel statistics from
+``<prefix>-rcnn.json`` and detects one image at a time.
 """
 import argparse
 import glob
@@ -19,12 +21,12 @@ from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from config.fileio import atomic_write
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_pixel_args, parse_class_names, pixel_stats
+from tools.cli import add_pixel_args, parse_known_given
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Single-shot detection network demo",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
@@ -35,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--epoch", type=int, default=D["epoch"], help="epoch of the trained model")
     a("--batch-size", type=int, default=D["batch_size"], help="images per forward pass")
     a("--prefix", default=None,
-      help=f"model prefix; a trailing '_' appends <network>_<data-shape>, for Faster R-CNN <network> "
+      help=f"model prefix: the run's <prefix>-ssd.json / -rcnn.json supplies the other settings; a trailing "
+           f"'_' appends <network>_<data-shape>, for Faster R-CNN <network> "
            f"(SSD: {D['prefix']}, Faster R-CNN: {RCNN_TRAIN['prefix']}_)")
     a("--cpu", action="store_true", help="use the CPU")
     a("--gpu", dest="gpu_id", type=int, default=None, help="GPU id (default: GPU 0 if mxnet has CUDA, else CPU)")
@@ -55,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--frame-resize", default=None, help="resize camera/video frames: a factor, or 'width,height'")
     a("--out-dir", default=None, help="write annotated images here")
     add_rcnn_test_args(p)
-    return p.parse_args(argv)
+    return p
 
 
 def image_list(args) -> list:
@@ -194,25 +197,28 @@ def run_stream(detector, capture, args, class_names) -> None:
         print(f"annotated video: {out_path} ({frames} frames)")
 
 
-def load_rcnn_detector(args, ctx, num_classes: int):
-    """Faster R-CNN: the run's test graph with ``<prefix>-<epoch>`` weights on ``ctx``."""
-    from evaluate.evaluate_rcnn import RCNNImageDetector, load_inference_config, rcnn_model_prefix
-    from train.rcnn_checkpoint import load_rcnn_weights
+def load_detector(settings, args: argparse.Namespace, ctx):
+    """The SSD ``Detector`` or Faster R-CNN ``RCNNImageDetector`` of the checkpoint ``settings`` names."""
+    if settings.is_rcnn:
+        from evaluate.evaluate_rcnn import RCNNImageDetector, load_rcnn_weights
 
-    if args.deploy_net:
-        raise UserError("--deploy: tools/deploy.py writes SSD graphs; Faster R-CNN loads its checkpoints")
-    prefix = rcnn_model_prefix(args.prefix or RCNN_TRAIN["prefix"] + "_", args.network)
-    cfg = load_inference_config(prefix, args.network, rcnn_nms_thresh=args.rcnn_nms_thresh,
-                                rcnn_conf_thresh=args.rcnn_conf_thresh, max_per_image=args.max_per_image)
-    arg_params, aux_params = load_rcnn_weights(prefix, args.epoch, num_classes)
-    return RCNNImageDetector(cfg, num_classes, arg_params, aux_params, ctx)
+        arg_params, aux_params = load_rcnn_weights(settings.rcnn, settings.prefix, args.epoch, settings.num_classes)
+        return RCNNImageDetector(settings.rcnn, settings.num_classes, arg_params, aux_params, ctx)
+    from evaluate.detector import Detector
+    from evaluate.evaluate_net import load_test_model
+
+    symbol, arg_params, aux_params = load_test_model(
+        settings.network, settings.prefix, args.epoch, settings.data_shape, settings.num_classes,
+        settings.nms_thresh, settings.force_suppress, settings.nms_topk, args.deploy_net)
+    return Detector(symbol, arg_params, aux_params, settings.data_shape, settings.mean_pixels, settings.std_pixels,
+                    batch_size=args.batch_size, ctx=ctx)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    class_names = parse_class_names(args.class_names)
-    if not class_names:
-        raise UserError("--class-names: no class names given")
+    parser = build_parser()
+    args = parse_known_given(parser, argv)
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size {args.batch_size}: must be positive")
     if args.camera or args.video:
         paths, capture = None, open_stream(args)
     else:
@@ -221,8 +227,7 @@ def main(argv=None) -> int:
     import mxnet as mx
 
     from config.devices import mxnet_has_cuda
-    from evaluate.detector import Detector
-    from evaluate.evaluate_net import load_test_model, model_prefix
+    from evaluate.run_settings import resolve_inference
 
     if args.cpu or (args.gpu_id is None and not mxnet_has_cuda()):
         ctx = mx.cpu()
@@ -230,22 +235,12 @@ def main(argv=None) -> int:
         from config.devices import parse_devices
 
         ctx = parse_devices(str(args.gpu_id or 0), flag="--gpu")[0]
-    from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
-
-    if args.network in RCNN_NETWORKS:
-        detector = load_rcnn_detector(args, ctx, len(class_names))
-    else:
-        prefix = model_prefix(args.prefix or D["prefix"], args.network, args.data_shape)
-        symbol, arg_params, aux_params = load_test_model(
-            args.network, prefix, args.epoch, args.data_shape, len(class_names), args.nms_thresh, args.force_nms,
-            args.nms_topk, args.deploy_net)
-        mean_pixels, std_pixels = pixel_stats(args)
-        detector = Detector(symbol, arg_params, aux_params, args.data_shape, mean_pixels, std_pixels,
-                            batch_size=max(1, args.batch_size), ctx=ctx)
+    settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
+    detector = load_detector(settings, args, ctx)
     if paths is None:
-        run_stream(detector, capture, args, class_names)
+        run_stream(detector, capture, args, settings.class_names)
         return 0
-    failed = run_images(detector, paths, args, class_names)
+    failed = run_images(detector, paths, args, settings.class_names)
     if failed:
         print(f"error: {failed} of {len(paths)} images could not be read", file=sys.stderr)
         return 2

@@ -5,9 +5,12 @@
     python evaluate.py --network faster_rcnn_small --prefix model/rcnn_ --epoch 10 \
         --rec-path data/val.rec --num-class 3 --class-names data/synth/synth.names
 
-Faster R-CNN (``--network faster_rcnn_*``) rebuilds the run's test graph and
-preprocessing from ``<prefix>-rcnn.json``; the SSD flags --data-shape,
---mean-*/--std-*, --nms*, --force, --batch-size, --list-path do not apply.
+With the run config train.py saves (``<prefix>-ssd.json`` / ``-rcnn.json``)
+no other flag is needed: ``python evaluate.py --prefix model/ssd_toy_128 --epoch 10 --rec-path data/val.rec``.
+Faster R-CNN rebuilds the run's test graph and preprocessing from
+``<prefix>-rcnn.json``; the SSD flags --data-shape, --mean-*/--std-*, --nms*,
+--force, --batch-size, --list-path, --label-width, --deploy and --coco are
+refused for it (and the R-CNN test flags for SSD).
 """
 import argparse
 import logging
@@ -17,10 +20,10 @@ from config.defaults import EVALUATE as D
 from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_device_args, add_pixel_args, parse_class_names, pixel_stats
+from tools.cli import add_device_args, add_pixel_args, parse_known_given
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a network on a record file",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
@@ -33,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--class-names", default=D["class_names"], help="comma separated class names, or a file")
     a("--epoch", type=int, default=D["epoch"], help="epoch of the trained model")
     a("--prefix", default=None,
-      help=f"model prefix; a trailing '_' appends <network>_<data-shape>, for Faster R-CNN <network> "
+      help=f"model prefix: the run's <prefix>-ssd.json / -rcnn.json supplies the other settings; a trailing "
+           f"'_' appends <network>_<data-shape>, for Faster R-CNN <network> "
            f"(SSD: {D['prefix']}, Faster R-CNN: {RCNN_TRAIN['prefix']}_)")
     add_device_args(p)
     a("--cpu", action="store_true", help="use the CPU (same as --gpus '')")
@@ -51,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--coco", action="store_true", help="also print COCO AP (needs pycocotools: pip install -e '.[coco]')")
     a("--plot-pr", metavar="DIR", default="", help="write a precision-recall curve PNG per class to DIR")
     add_rcnn_test_args(p)
-    return p.parse_args(argv)
+    return p
 
 
 def format_ap_table(aps: dict, mean_ap: float) -> str:
@@ -63,47 +67,42 @@ def format_ap_table(aps: dict, mean_ap: float) -> str:
     return "\n".join(lines)
 
 
-def evaluate_rcnn_model(args: argparse.Namespace, ctx, class_names: list | None) -> dict:
-    """Faster R-CNN: score ``<prefix>-<epoch>`` with the run's config on one context."""
-    from evaluate.evaluate_rcnn import evaluate_rcnn, load_inference_config, rcnn_model_prefix
+def evaluate_model(settings, args: argparse.Namespace, ctx: list) -> dict:
+    """Score the checkpoint ``settings`` describes on ``--rec-path``."""
+    if settings.is_rcnn:
+        from evaluate.evaluate_rcnn import evaluate_rcnn
+        from evaluate.run_settings import refuse_multi_device
 
-    if args.deploy_net:
-        raise UserError("--deploy: tools/deploy.py writes SSD graphs; Faster R-CNN loads its checkpoints")
-    prefix = rcnn_model_prefix(args.prefix or RCNN_TRAIN["prefix"] + "_", args.network)
-    cfg = load_inference_config(prefix, args.network, rcnn_nms_thresh=args.rcnn_nms_thresh,
-                                rcnn_conf_thresh=args.rcnn_conf_thresh, max_per_image=args.max_per_image)
-    return evaluate_rcnn(cfg, prefix, args.epoch, args.rec_path, args.num_class, ctx, class_names,
-                         args.use_voc07_metric, args.overlap_thresh, args.use_difficult, num_images=args.num_batch)
+        refuse_multi_device(ctx, "--gpus" if "gpus" in args.given else "--cpus")
+        return evaluate_rcnn(settings.rcnn, settings.prefix, args.epoch, args.rec_path, settings.num_classes,
+                             ctx[0], settings.class_names, args.use_voc07_metric, args.overlap_thresh,
+                             args.use_difficult, num_images=args.num_batch)
+    from evaluate.evaluate_net import evaluate_net
+
+    return evaluate_net(
+        settings.network, args.rec_path, settings.num_classes, settings.mean_pixels, settings.data_shape,
+        settings.prefix, args.epoch, ctx, batch_size=args.batch_size, path_imglist=args.list_path,
+        nms_thresh=settings.nms_thresh, force_nms=settings.force_suppress, ovp_thresh=args.overlap_thresh,
+        use_difficult=args.use_difficult, class_names=settings.class_names, voc07_metric=args.use_voc07_metric,
+        num_batch=args.num_batch, deploy_net=args.deploy_net, std_pixels=settings.std_pixels,
+        nms_topk=settings.nms_topk, label_pad_width=settings.label_width, coco=args.coco,
+    )
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_known_given(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from config.devices import parse_devices
+    from evaluate.run_settings import resolve_inference
 
     ctx = parse_devices("" if args.cpu else args.gpus, args.cpus)
-    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
     if args.num_batch is not None and args.num_batch <= 0:
         raise UserError(f"--num-batch {args.num_batch}: must be positive")
-    mean_pixels, std_pixels = pixel_stats(args)
-    from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
-
-    if args.network in RCNN_NETWORKS:
-        if args.coco:
-            raise UserError("--coco: COCO AP is computed for SSD networks only")
-        result = evaluate_rcnn_model(args, ctx[0], class_names)
-    else:
-        from evaluate.evaluate_net import evaluate_net, model_prefix
-
-        prefix = model_prefix(args.prefix or D["prefix"], args.network, args.data_shape)
-        result = evaluate_net(
-            args.network, args.rec_path, args.num_class, mean_pixels, args.data_shape, prefix, args.epoch, ctx,
-            batch_size=args.batch_size, path_imglist=args.list_path, nms_thresh=args.nms_thresh,
-            force_nms=args.force_nms, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
-            class_names=class_names, voc07_metric=args.use_voc07_metric, num_batch=args.num_batch,
-            deploy_net=args.deploy_net, std_pixels=std_pixels, nms_topk=args.nms_topk,
-            label_pad_width=args.label_width, coco=args.coco,
-        )
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size {args.batch_size}: must be positive")
+    settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
+    result = evaluate_model(settings, args, ctx)
     print(format_ap_table(result["aps"], result["mAP"]))
     if "coco" in result:
         print("COCO: " + ", ".join(f"{name} {value:.4f}" for name, value in result["coco"].items()))

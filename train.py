@@ -12,13 +12,14 @@ flags whose default differs between the two families are resolved per family.
 """
 import argparse
 import ast
+import dataclasses
 import os
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import RCNN_TRAIN
 from config.defaults import TRAIN as D
 from config.errors import UserError, run_cli
-from tools.cli import add_device_args, add_pixel_args, parse_class_names, pixel_stats
+from tools.cli import add_device_args, add_pixel_args, parse_class_names, parse_known_given, pixel_stats, refuse_given
 
 # Flags whose default depends on the family (None on the command line): SSD's from TRAIN, R-CNN's from RCNN_TRAIN.
 FAMILY_DEFAULTS = ("batch_size", "pretrained", "prefix", "end_epoch", "frequent", "lr", "lr_steps")
@@ -65,11 +66,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_rcnn_args(parser: argparse.ArgumentParser) -> None:
     """The "Faster R-CNN" group: example/rcnn's flags, default None = the network's value."""
-    from symbol.rcnn_factory import NETWORKS, RCNNConfig
+    from config.train_config import RCNNConfig
+    from symbol.rcnn_factory import NETWORKS
 
     per_network = {key for network in NETWORKS.values() for key in network.defaults}
     group = parser.add_argument_group(
-        "Faster R-CNN", "for --network faster_rcnn_*; defaults are symbol/rcnn_factory.py's RCNNConfig "
+        "Faster R-CNN", "for --network faster_rcnn_*; defaults are config/train_config.py's RCNNConfig "
         "and the network's own values")
     for flag, kind, text in RCNN_FLAGS:
         name = flag[2:].replace("-", "_")
@@ -99,7 +101,7 @@ def parse_literal(flag: str, text: str, kind: str, example) -> tuple:
     return items
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a Single-shot detection or Faster R-CNN network",
                                 formatter_class=HelpFormatter)
     a = p.add_argument
@@ -142,7 +144,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--pattern", dest="monitor_pattern", default=D["pattern"], help="monitor parameter pattern (regex)")
     a("--num-class", type=int, default=None, help=f"number of object classes (default: {D['num_class']})")
     a("--num-example", type=int, default=D["num_example"],
-      help="training images per epoch, for the LR schedule; -1 counts the .rec")
+      help="training images per epoch, for the LR schedule; -1 counts them (a different count is an error)")
     a("--class-names", default=D["class_names"], help="comma separated class names, or a file with one a line")
     a("--nms", dest="nms_thresh", type=float, default=D["nms"], help="non-maximum suppression threshold")
     a("--nms-topk", type=int, default=D["nms_topk"], help="final number of detections")
@@ -155,25 +157,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--cls-loss", choices=("softmax", "focal"), default=D["cls_loss"], help="classification loss")
     a("--augment", choices=("ssd", "flip", "none"), default="ssd",
       help="SSD training augmentation: the original's crop/pad/jitter/mirror, mirror only, or none")
-    a("--seed", type=int, default=None, help="random seed for initialisation")
+    a("--seed", type=int, default=None,
+      help="random seed: initialisation, shuffle order, augmentation (Faster R-CNN: also anchor and ROI sampling)")
+    a("--keep", type=int, default=D["keep"], help="keep the newest N epoch checkpoints (0 keeps all); -best stays")
     add_rcnn_args(p)
-    return p.parse_args(argv)
-
-
-def count_records(rec_path: str) -> int:
-    """Images in a .rec: lines of its .idx, else a scan of the record headers."""
-    idx_path = os.path.splitext(rec_path)[0] + ".idx"
-    if os.path.isfile(idx_path):
-        with open(idx_path) as f:
-            return sum(1 for line in f if line.strip())
-    import mxnet as mx
-
-    reader = mx.recordio.MXRecordIO(rec_path, "r")
-    count = 0
-    while reader.read() is not None:
-        count += 1
-    reader.close()
-    return count
+    return p
 
 
 def resolve_family_defaults(args: argparse.Namespace, defaults: dict) -> None:
@@ -206,19 +194,35 @@ def check_data_paths(args: argparse.Namespace) -> str:
     return val_path
 
 
-def main_rcnn(args: argparse.Namespace, ctx: list) -> None:
-    """Faster R-CNN: build the RCNNConfig from the flags and run train/train_rcnn.py."""
-    from symbol.rcnn_factory import RCNNConfig, make_config
-    from train.train_rcnn import train_rcnn
+# SSD flags that Faster R-CNN has no use for, and what to use instead
+SSD_ONLY = {
+    "freeze_pattern": "use --net-fixed-params", "monitor": "", "monitor_pattern": "",
+    "mean_r": "use --img-pixel-means", "mean_g": "use --img-pixel-means", "mean_b": "use --img-pixel-means",
+    "std_r": "use --img-pixel-stds", "std_g": "use --img-pixel-stds", "std_b": "use --img-pixel-stds",
+    "cls_loss": "", "augment": "(Faster R-CNN flips images)", "data_shape": "use --img-short-side/--img-long-side",
+    "label_width": "", "nms_thresh": "use --rpn-nms-thresh", "nms_topk": "use --rpn-post-nms-topk",
+    "force_nms": "", "train_list": "the labels come from the .rec", "val_list": "the labels come from the .rec",
+    "finetune": "pass the checkpoint's .params file as --pretrained", "num_example": "it counts the images itself",
+}
 
+
+def check_validation_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, val_path: str) -> None:
+    """Validation settings without validation data would be ignored: refuse them."""
+    if not val_path:
+        refuse_given(parser, args, ("overlap_thresh", "use_difficult", "use_voc07_metric"),
+                     "applies to validation, and there is no --val-path")
+
+
+def rcnn_config(parser: argparse.ArgumentParser, args: argparse.Namespace, ctx: list):
+    """Faster R-CNN: the :class:`RCNNConfig` of the flags (``--network faster_rcnn_*``)."""
+    from config.train_config import RCNNConfig
+    from symbol.rcnn_factory import make_config
+
+    for dest, hint in SSD_ONLY.items():
+        refuse_given(parser, args, [dest], "an SSD flag; not used by Faster R-CNN" + (f" ({hint})" if hint else ""))
     resolve_family_defaults(args, RCNN_TRAIN)
-    for flag, value in (("--train-list", args.train_list), ("--val-list", args.val_list)):
-        if value:
-            raise UserError(f"{flag} {value}: not supported for Faster R-CNN (the labels come from the .rec)")
-    if args.finetune > 0:
-        raise UserError(f"--finetune {args.finetune}: not supported for Faster R-CNN; "
-                        "pass the checkpoint's .params file as --pretrained")
     val_path = check_data_paths(args)
+    check_validation_flags(parser, args, val_path)
     class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
     overrides = {}
     for flag, kind, _ in RCNN_FLAGS:
@@ -227,27 +231,62 @@ def main_rcnn(args: argparse.Namespace, ctx: list) -> None:
         if value is not None and isinstance(kind, str):
             value = parse_literal(flag, value, kind, getattr(RCNNConfig, name))
         overrides[name] = value
-    prefix = f"{args.prefix}_{args.network}"
-    # the fields that mirror the general flags record the run in <prefix>-rcnn.json
-    cfg = make_config(args.network, **overrides, pretrained=args.pretrained, gpus=args.gpus, epochs=args.end_epoch,
-                      lr=args.lr, lr_decay_epoch=args.lr_steps, resume=str(args.resume),
-                      start_epoch=args.begin_epoch, log_interval=args.frequent, save_prefix=prefix)
+    cfg = make_config(args.network, **overrides)
+    if args.pretrained is not None:
+        cfg.pretrained = args.pretrained
     batch_size = cfg.rcnn_batch_size * len(ctx)
     if args.batch_size is not None and args.batch_size != batch_size:
         raise UserError(f"--batch-size {args.batch_size}: Faster R-CNN trains --rcnn-batch-size "
                         f"{cfg.rcnn_batch_size} image(s) on each of {len(ctx)} device(s), a batch of {batch_size}; "
                         "leave --batch-size out")
-    train_rcnn(
-        args.network, args.train_path, args.num_class, cfg, prefix, ctx, args.begin_epoch, args.end_epoch,
-        args.resume, cfg.pretrained, args.epoch, args.frequent, args.lr, args.lr_steps, args.lr_factor,
-        args.momentum, args.wd, val_path=val_path, class_names=class_names, kv_store=args.kv_store, seed=args.seed,
-        warmup_epochs=args.warmup_epochs, log_file=args.log_file or None, voc07_metric=args.use_voc07_metric,
-        ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
+    loop = common_loop_settings(args, val_path, class_names)
+    return dataclasses.replace(cfg, prefix=f"{args.prefix}_{args.network}", **loop)
+
+
+def common_loop_settings(args: argparse.Namespace, val_path: str, class_names: list | None) -> dict:
+    """The :class:`config.train_config.TrainConfig` fields both families take from the same flags."""
+    return dict(
+        train_path=args.train_path, val_path=val_path, num_classes=args.num_class, class_names=class_names,
+        begin_epoch=args.begin_epoch, end_epoch=args.end_epoch, resume=str(args.resume),
+        pretrained_epoch=args.epoch, frequent=args.frequent, lr=args.lr, lr_steps=args.lr_steps,
+        lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd, warmup_epochs=args.warmup_epochs,
+        kv_store=args.kv_store, seed=args.seed, log_file=args.log_file or None,
+        voc07_metric=args.use_voc07_metric, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
+        keep=args.keep,
     )
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """SSD: the :class:`SSDConfig` of the flags."""
+    from config.train_config import SSDConfig
+
+    given = [flag for flag in [flag for flag, _, _ in RCNN_FLAGS] + ["--rcnn-num-classes"]
+             if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if given:
+        raise UserError(f"{given[0]}: a Faster R-CNN flag; --network {args.network} is not a faster_rcnn_* network")
+    if "monitor_pattern" in args.given and args.monitor <= 0:
+        raise UserError(f"--pattern {args.monitor_pattern}: applies with --monitor N > 0")
+    resolve_family_defaults(args, D)
+    val_path = check_data_paths(args)
+    check_validation_flags(parser, args, val_path)
+    refuse_given(parser, args, ["val_list"] if not val_path else [], "there is no --val-path")
+    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
+    mean_pixels, std_pixels = pixel_stats(args)
+    return SSDConfig(
+        network=args.network, batch_size=args.batch_size, data_shape=args.data_shape, mean_pixels=tuple(mean_pixels),
+        std_pixels=tuple(std_pixels), label_width=args.label_width, train_list=args.train_list,
+        val_list=args.val_list, finetune=args.finetune, pretrained=args.pretrained,
+        freeze_pattern=args.freeze_pattern, num_example=args.num_example, nms_thresh=args.nms_thresh,
+        force_suppress=args.force_nms, nms_topk=args.nms_topk, iter_monitor=args.monitor,
+        monitor_pattern=args.monitor_pattern, cls_loss=args.cls_loss, augment=args.augment,
+        prefix=f"{args.prefix}_{args.network}_{args.data_shape}", **common_loop_settings(args, val_path, class_names),
+    )
+
+
+def build_run(argv=None) -> tuple:
+    """``(config, contexts)`` of a command line, every flag checked; nothing is trained or written."""
+    parser = build_parser()
+    args = parse_known_given(parser, argv)
     from config.devices import parse_devices
 
     ctx = parse_devices(args.gpus, args.cpus)
@@ -255,35 +294,25 @@ def main(argv=None) -> None:
     from symbol.symbol_factory import NETWORKS
 
     if args.network in RCNN_NETWORKS:
-        main_rcnn(args, ctx)
-        return
+        return rcnn_config(parser, args, ctx), ctx
     if args.network not in NETWORKS:
         known = ", ".join(sorted(NETWORKS) + sorted(RCNN_NETWORKS))
         raise UserError(f"--network {args.network}: unknown network; known: {known}")
-    given = [flag for flag in [flag for flag, _, _ in RCNN_FLAGS] + ["--rcnn-num-classes"]
-             if getattr(args, flag[2:].replace("-", "_")) is not None]
-    if given:
-        raise UserError(f"{given[0]}: a Faster R-CNN flag; --network {args.network} is not a faster_rcnn_* network")
-    resolve_family_defaults(args, D)
-    val_path = check_data_paths(args)
-    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
-    mean_pixels, std_pixels = pixel_stats(args)
-    num_example = args.num_example if args.num_example > 0 else count_records(args.train_path)
-    prefix = f"{args.prefix}_{args.network}_{args.data_shape}"
+    return ssd_config(parser, args), ctx
 
-    from train.train_net import train_net
 
-    train_net(
-        args.network, args.train_path, args.num_class, args.batch_size, args.data_shape,
-        mean_pixels, args.resume, args.finetune, args.pretrained, args.epoch,
-        prefix, ctx, args.begin_epoch, args.end_epoch, args.frequent, args.lr, args.momentum, args.wd,
-        args.lr_steps, args.lr_factor, args.freeze_pattern, num_example, args.label_width,
-        args.nms_thresh, args.force_nms, args.overlap_thresh, args.use_difficult, class_names,
-        args.use_voc07_metric, args.nms_topk, args.force_nms, args.train_list, val_path, args.val_list,
-        args.monitor, args.monitor_pattern, args.log_file or None, args.kv_store,
-        std_pixels=std_pixels, warmup_epochs=args.warmup_epochs,
-        cls_loss=args.cls_loss, seed=args.seed, augment=args.augment,
-    )
+def main(argv=None) -> None:
+    run, ctx = build_run(argv)
+    from config.train_config import RCNNConfig
+
+    if isinstance(run, RCNNConfig):
+        from train.train_rcnn import train_rcnn
+
+        train_rcnn(run, ctx)
+    else:
+        from train.train_net import train_ssd
+
+        train_ssd(run, ctx)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ TRAIN = dict(
     monitor=0,
     pattern=".*",
     num_class=20,
-    num_example=16551,
+    num_example=-1,  # the original: 16551 (VOC07+12 trainval); -1 counts the images
     class_names=VOC_CLASSES,
     nms=0.45,
     nms_topk=400,
@@ -52,6 +52,7 @@ TRAIN = dict(
     kv_store="local",
     warmup_epochs=0.0,
     cls_loss="softmax",
+    keep=5,
 )
 
 # train.py defaults of Faster R-CNN where they differ from SSD's (example/rcnn's train.py); the

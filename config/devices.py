@@ -30,7 +30,11 @@ def parse_devices(gpus: str | None, cpus: int = 0, flag: str = "--gpus") -> list
     """
     import mxnet as mx
 
+    if cpus and cpus < 0:
+        raise UserError(f"--cpus {cpus}: must be positive")
     if cpus and cpus > 0:
+        if gpus not in (None, ""):
+            raise UserError(f"--cpus {cpus} and {flag} {gpus}: give one of them")
         return [mx.cpu(i) for i in range(cpus)]
     if gpus is None:
         count = visible_gpus()

@@ -5,6 +5,14 @@ up to 100 detections per image, and splits objects by pixel area (small <
 32^2 <= medium < 96^2 <= large). The 12 summary numbers of
 ``COCOeval.summarize()`` come back as a dict under :data:`STAT_NAMES`.
 
+The split is by area in the *original* image's pixels, as the COCO API
+measures it, so normalised boxes must be scaled by each image's own size:
+:class:`COCOMApMetric` takes one ``(width, height)`` per image
+(``dataset.record_sizes.image_sizes`` reads them from a ``.rec``). Scaling
+by the network input instead (e.g. 300x300) moves objects between the size
+ranges and gives APs/APm/APl (and ARs/ARm/ARl) that do not compare with
+published numbers; IoU, and so AP, AP50, AP75 and AR1/10/100, do not change.
+
 Boxes are given in this toolkit's layout (corner rows, normalised or pixels)
 and converted to COCO's ``[x, y, width, height]`` pixels without the VOC +1.
 Difficult ground truth (6th label column > 0) is passed as ``iscrowd``, which
@@ -133,30 +141,66 @@ class COCOMApMetric(mx.metric.EvalMetric):
     Collects ``det_out`` (``preds[pred_idx]``, [B, N, 6]) and the labels
     ([B, max_obj, >=5]) image by image; :meth:`get` returns the 12 COCO
     summary numbers as ``(names, values)``. Coordinates are normalised and
-    scaled by ``image_size = (width, height)`` (e.g. the network input), which
-    only affects the small/medium/large split.
+    are scaled to pixels, which only affects the small/medium/large split:
+
+    * ``image_sizes``: one ``(width, height)`` per image, in the order the
+      images reach :meth:`update` (e.g. record order of a ``.rec``, from
+      ``dataset.record_sizes.image_sizes``). Each ``update`` of B images takes
+      the next B sizes; :meth:`reset` starts over at the first. Fewer images
+      than sizes is fine (an evaluation cut short), more is a ``ValueError``.
+      This gives the official COCO split.
+    * ``image_size``: one ``(width, height)`` for every image (e.g. the network
+      input: then the split is by input pixels, not comparable to COCO's).
+
+    Give exactly one of the two.
     """
 
-    def __init__(self, image_size: tuple[int, int], num_classes: int | None = None, pred_idx: int = 0) -> None:
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+    def __init__(
+        self,
+        image_size: tuple[int, int] | None = None,
+        num_classes: int | None = None,
+        pred_idx: int = 0,
+        *,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        if (image_size is None) == (image_sizes is None):
+            raise ValueError("COCOMApMetric: give image_sizes (one per image) or image_size (one for all)")
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.image_sizes = None if image_sizes is None else [(int(w), int(h)) for w, h in image_sizes]
         self.num_classes = num_classes
         self.pred_idx = int(pred_idx)
         super().__init__("COCO")
 
     def reset(self) -> None:
-        """Forget every image seen so far."""
+        """Forget every image seen so far (the next ``update`` takes ``image_sizes[0]`` again)."""
         super().reset()
         self._detections: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
+        self._sizes: list[tuple[int, int]] = []
 
     def update(self, labels: Sequence, preds: Sequence) -> None:
-        """Add a batch: ``labels[0]`` [B, max_obj, >=5] and ``preds[pred_idx]`` [B, N, 6]."""
-        self._labels.extend(as_numpy(labels[0]))
+        """Add a batch: ``labels[0]`` [B, max_obj, >=5] and ``preds[pred_idx]`` [B, N, 6].
+
+        The B images take the next B entries of ``image_sizes``; pass only real
+        images (trim a padded last batch), or the sizes of later images shift.
+        """
+        batch_labels = as_numpy(labels[0])
+        count = len(batch_labels)
+        if self.image_sizes is None:
+            sizes = [self.image_size] * count
+        else:
+            start = len(self._sizes)
+            if start + count > len(self.image_sizes):
+                raise ValueError(f"COCOMApMetric: {start + count} images since reset but only "
+                                 f"{len(self.image_sizes)} image_sizes")
+            sizes = self.image_sizes[start:start + count]
+        self._labels.extend(batch_labels)
         self._detections.extend(as_numpy(preds[self.pred_idx]))
+        self._sizes.extend(sizes)
 
     def get(self) -> tuple[list[str], list[float]]:
         """``(STAT_NAMES, values)`` over all images so far."""
         if not self._labels:
             return list(STAT_NAMES), [float("nan")] * len(STAT_NAMES)
-        stats = coco_ap(self._detections, self._labels, [self.image_size] * len(self._labels), self.num_classes)
+        stats = coco_ap(self._detections, self._labels, self._sizes, self.num_classes)
         return list(stats), list(stats.values())

@@ -17,8 +17,9 @@ from config.config import cfg
 from config.errors import UserError
 from dataset.iterator import DetRecordIter
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
+from evaluate.scoring import score_unpadded
 from symbol.symbol_factory import get_symbol
-from train.checkpoint import load_checkpoint
+from train.checkpoint import check_params_fit, load_checkpoint
 
 
 def model_prefix(prefix: str, network: str, data_shape: int) -> str:
@@ -42,8 +43,8 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
     training checkpoint's weights are loaded into it. A class count that does
     not fit the weights is a one-line error.
     """
+    model_prefix = deploy_prefix(prefix)
     if deploy:
-        model_prefix = deploy_prefix(prefix)
         if not os.path.isfile(f"{model_prefix}-symbol.json"):
             raise UserError(f"--deploy: {model_prefix}-symbol.json not found; run tools/deploy.py first")
         symbol, args, auxs = load_checkpoint(model_prefix, epoch, flag="--prefix/--epoch")
@@ -51,23 +52,9 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
         _, args, auxs = load_checkpoint(prefix, epoch, flag="--prefix/--epoch")
         symbol = get_symbol(network, data_shape, num_classes=num_classes, nms_thresh=nms_thresh,
                             force_suppress=force_suppress, nms_topk=nms_topk)
-    arg_shapes, _, aux_shapes = symbol.infer_shape(data=(1, 3, data_shape, data_shape))
-    expected = dict(zip(symbol.list_arguments(), arg_shapes))
-    expected.update(zip(symbol.list_auxiliary_states(), aux_shapes))
-    for name, want in expected.items():
-        if name == "data":
-            continue
-        have = args.get(name, auxs.get(name))
-        if have is None:
-            raise UserError(f"--prefix {prefix} epoch {epoch}: checkpoint has no parameter {name}; "
-                            f"was it trained with --network {network} --data-shape {data_shape}?")
-        if tuple(have.shape) != tuple(want):
-            if "cls_pred" in name:
-                raise UserError(f"--num-class/--class-names: {num_classes} classes disagree with checkpoint "
-                                f"{prefix} epoch {epoch}: "
-                                f"layer {name} has shape {tuple(have.shape)}, expected {tuple(want)}")
-            raise UserError(f"checkpoint {prefix} epoch {epoch}: {name} has shape {tuple(have.shape)}, "
-                            f"expected {tuple(want)}")
+    source = f"{model_prefix if deploy else prefix}-{epoch:04d}.params"
+    check_params_fit(symbol, args, auxs, {"data": (1, 3, data_shape, data_shape)}, source, num_classes,
+                     require_all=True)
     return symbol, args, auxs
 
 
@@ -83,7 +70,9 @@ def evaluate_net(
 
     Returns ``{'aps': {name: ap}, 'mAP', 'metric', 'seconds', 'images'}``, and
     with ``coco`` also ``'coco'``: the 12 COCO summary numbers by name
-    (pycocotools; boxes are scaled to the network input for the size split).
+    (pycocotools; boxes are scaled to each packed image's own size, read from
+    the .rec, so the small/medium/large split is in original-image pixels as
+    in the COCO API).
 
     ``metric`` is the metric object itself (its per-class precision/recall
     curves feed ``--plot-pr``).
@@ -107,21 +96,19 @@ def evaluate_net(
     metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
     metrics = [metric]
     if coco:
+        from dataset.record_sizes import image_sizes
         from evaluate.coco_eval import COCOMApMetric
 
-        metrics.append(COCOMApMetric((data_shape, data_shape), num_classes, pred_idx=0))
-    # An explicit loop rather than Module.score: score() feeds the wrapped-around
-    # padding of the last batch to the metric, counting those images twice.
-    images, tic = 0, time.time()
-    for nbatch, batch in enumerate(eval_iter):
-        if num_batch is not None and nbatch >= num_batch:
-            break
-        mod.forward(batch, is_train=False)
-        keep = batch_size - (batch.pad or 0)
-        outputs = [out[:keep] for out in mod.get_outputs()]
-        for each in metrics:
-            each.update([label[:keep] for label in batch.label], outputs)
-        images += keep
+        # COCO splits small/medium/large by area in original-image pixels: one
+        # (width, height) per record, in the record order the iterator yields
+        # (a path_imglist only replaces labels); the loop below feeds the metric
+        # real images only, so the sizes stay aligned even with pad or num_batch
+        idx_path = os.path.splitext(path_imgrec)[0] + ".idx"
+        sizes = image_sizes(path_imgrec, idx_path if os.path.isfile(idx_path) else None)
+        metrics.append(COCOMApMetric(num_classes=num_classes, pred_idx=0, image_sizes=sizes))
+    # each image once: Module.score would count the padded tail of the last batch twice
+    tic = time.time()
+    images = score_unpadded(mod, eval_iter, metrics, num_batch)
     elapsed = time.time() - tic
     names, values = metric.get()
     logger.info("Evaluated %d images in %.1f s (%.1f images/sec)", images, elapsed, images / max(elapsed, 1e-9))

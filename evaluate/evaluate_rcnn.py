@@ -1,7 +1,7 @@
 """Score and run a trained Faster R-CNN: what evaluate.py and demo.py do for faster_rcnn_* networks.
 
-The run's :class:`symbol.rcnn_factory.RCNNConfig` comes from
-``<prefix>-rcnn.json`` (:func:`load_inference_config`, written by train.py),
+The run's :class:`config.train_config.RCNNConfig` comes from
+``<prefix>-rcnn.json`` (:mod:`evaluate.run_settings`, written by train.py),
 so the test graph and the preprocessing are the training run's.
 Scores use the SSD metrics (:class:`evaluate.eval_metric.VOC07MApMetric` /
 ``MApMetric``) on normalised boxes, so both families print the same table.
@@ -22,11 +22,12 @@ import mxnet as mx
 import numpy as np
 
 from config.errors import UserError
+from config.train_config import RCNNConfig
 from dataset.rcnn_loader import preprocess, resize_scale
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.rcnn_detect import RCNNDetector, detect_rec, update_metric
-from symbol.rcnn_factory import RCNNConfig
-from train.rcnn_checkpoint import load_rcnn_weights, load_run_config, run_config_path
+from symbol.rcnn_factory import get_rcnn_test
+from train.checkpoint import check_params_fit, load_checkpoint, params_path
 
 
 def inference_config(cfg: RCNNConfig, **overrides) -> RCNNConfig:
@@ -43,30 +44,20 @@ def add_rcnn_test_args(parser: argparse.ArgumentParser) -> None:
     """example/rcnn's test.py / demo.py flags, for evaluate.py and demo.py."""
     group = parser.add_argument_group("Faster R-CNN", "for --network faster_rcnn_*")
     group.add_argument("--rcnn-nms-thresh", type=float, default=RCNNConfig.rcnn_nms_thresh,
-                       help="per-class NMS threshold of the detections")
+                       help="per-class NMS threshold of the detections (default: the run's)")
     group.add_argument("--rcnn-conf-thresh", type=float, default=RCNNConfig.rcnn_conf_thresh,
-                       help="detections scoring this or less are dropped")
+                       help="detections scoring this or less are dropped (default: the run's)")
     group.add_argument("--max-per-image", type=int, default=RCNNConfig.max_per_image,
-                       help="best detections kept per image (0 keeps all, as the original)")
+                       help="best detections kept per image, 0 keeps all as the original (default: the run's)")
 
 
-def rcnn_model_prefix(prefix: str, network: str) -> str:
-    """evaluate.py / demo.py rule for Faster R-CNN: a prefix ending in '_' gets ``<network>`` appended
-    (train.py saves to ``<prefix>_<network>``)."""
-    return f"{prefix}{network}" if prefix.endswith("_") else prefix
-
-
-def load_inference_config(prefix: str, network: str, **overrides) -> RCNNConfig:
-    """The run's config from ``<prefix>-rcnn.json`` made ready for inference (:func:`inference_config`).
-
-    ``overrides`` are test settings such as ``rcnn_nms_thresh``; a run of
-    another network than ``network`` is a one-line error.
-    """
-    cfg = load_run_config(prefix).cfg
-    if cfg.network != network:
-        raise UserError(f"--network {network} disagrees with {run_config_path(prefix)}: "
-                        f"the run trained {cfg.network}")
-    return inference_config(cfg, **overrides)
+def load_rcnn_weights(cfg: RCNNConfig, prefix: str, epoch: int, num_classes: int) -> tuple[dict, dict]:
+    """(arg_params, aux_params) of checkpoint ``prefix-epoch``, checked against the run's test graph."""
+    _, args, auxs = load_checkpoint(prefix, epoch, flag="--prefix/--epoch")
+    symbol = get_rcnn_test(cfg.network, num_classes, cfg)
+    input_shapes = {"data": (1, 3, cfg.img_short_side, cfg.img_long_side), "im_info": (1, 3)}
+    check_params_fit(symbol, args, auxs, input_shapes, params_path(prefix, epoch), num_classes, require_all=True)
+    return args, auxs
 
 
 def score_detections(
@@ -100,7 +91,7 @@ def evaluate_rcnn(
     """
     if not os.path.isfile(rec_path):
         raise UserError(f"--rec-path {rec_path}: file not found")
-    args, auxs = load_rcnn_weights(prefix, epoch, num_classes)
+    args, auxs = load_rcnn_weights(cfg, prefix, epoch, num_classes)
     tic = time.time()
     detections, labels = detect_rec((args, auxs), rec_path, cfg, num_classes, ctx, num_images)
     elapsed = time.time() - tic

@@ -1,4 +1,4 @@
-"""Faster R-CNN networks by name, their defaults, and the run configuration.
+"""Faster R-CNN networks by name and their defaults (the run configuration is :class:`config.train_config.RCNNConfig`).
 
 ``NETWORKS`` maps a ``--network`` name to its graph builders and the per-network
 defaults of the original ``train.py`` (pretrained file, pixel means/stds,
@@ -21,67 +21,10 @@ from dataclasses import dataclass, field
 import mxnet as mx
 
 from config.errors import UserError
+from config.train_config import RCNNConfig
 from symbol.rcnn_resnet import get_resnet50_test, get_resnet50_train, get_resnet101_test, get_resnet101_train
 from symbol.rcnn_small import get_small_test, get_small_train
 from symbol.rcnn_vgg import get_vgg_test, get_vgg_train
-
-
-@dataclass
-class RCNNConfig:
-    """Every flag of the original example/rcnn ``train.py`` / ``test.py`` with its default.
-
-    Test-time values differ from training ones for the RPN top-k (``test_*``
-    fields: 6000/300 instead of 12000/2000). ``max_per_image`` is new (the
-    original kept every detection; 0 restores that).
-    """
-
-    network: str = "faster_rcnn_vgg16"
-    pretrained: str = ""
-    dataset: str = "voc"
-    imageset: str = ""
-    gpus: str = ""
-    epochs: int = 10
-    lr: float = 0.001
-    lr_decay_epoch: str = "7"
-    resume: str = ""
-    start_epoch: int = 0
-    log_interval: int = 100
-    save_prefix: str = ""
-    # image
-    img_short_side: int = 600
-    img_long_side: int = 1000
-    img_pixel_means: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    img_pixel_stds: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    net_fixed_params: tuple[str, ...] = ("conv0", "stage1", "gamma", "beta")
-    # RPN
-    rpn_feat_stride: int = 16
-    rpn_anchor_scales: tuple[float, ...] = (8, 16, 32)
-    rpn_anchor_ratios: tuple[float, ...] = (0.5, 1, 2)
-    rpn_pre_nms_topk: int = 12000
-    rpn_post_nms_topk: int = 2000
-    rpn_nms_thresh: float = 0.7
-    rpn_min_size: int = 16
-    rpn_batch_rois: int = 256
-    rpn_allowed_border: int = 0
-    rpn_fg_fraction: float = 0.5
-    rpn_fg_overlap: float = 0.7
-    rpn_bg_overlap: float = 0.3
-    # R-CNN head
-    rcnn_feat_stride: int = 16
-    rcnn_pooled_size: tuple[int, int] = (14, 14)
-    rcnn_batch_size: int = 1
-    rcnn_batch_rois: int = 128
-    rcnn_fg_fraction: float = 0.25
-    rcnn_fg_overlap: float = 0.5
-    rcnn_bbox_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
-    # test.py / demo.py
-    params: str = ""
-    test_rpn_pre_nms_topk: int = 6000
-    test_rpn_post_nms_topk: int = 300
-    rcnn_nms_thresh: float = 0.3
-    rcnn_conf_thresh: float = 1e-3
-    max_per_image: int = 100
-    vis_thresh: float = 0.7
 
 
 @dataclass(frozen=True)

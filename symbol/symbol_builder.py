@@ -4,6 +4,10 @@ Layer and output names follow the original example/ssd, so checkpoints and metri
 look them up by name keep working: ``cls_prob``, ``loc_loss``, ``cls_label``, ``det_out``
 (training), ``detection`` (test), ``multibox_target``, ``multibox_{loc,cls}_pred``,
 ``multibox_anchors``.
+
+The training graph differs from the original in what reaches ``MultiBoxTarget``: difficult
+objects are dropped from ``label`` first (:func:`drop_difficult_objects`), as the Faster R-CNN
+loader drops them from ``gt_boxes``.
 """
 from __future__ import annotations
 
@@ -47,6 +51,51 @@ def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchor_boxes: 
                                             variances=VARIANCES, nms_topk=nms_topk)
 
 
+def drop_difficult_objects(label: mx.sym.Symbol, prefix: str = "multibox_label") -> mx.sym.Symbol:
+    """``label`` ``[B, M, W]`` (``W >= 5``) with difficult objects turned into padding: ``[B, M, W]``.
+
+    A row is dropped when its column 5 (``difficult``: VOC difficult, COCO crowd) is non-zero,
+    the rule of ``dataset/rcnn_loader.py`` (``objects[objects[:, 5] == 0]``); a label of width 5
+    has no such column and keeps every object. Dropped rows and padding (``cls < 0``) become all
+    ``-1`` and move behind the kept objects, which keep their order. ``MultiBoxTarget`` then sees
+    exactly the label the kept objects alone would give:
+
+    * its CPU kernel stops at the first row with ``cls == -1`` and checks that the row's
+      coordinates are ``-1`` too, so a ``-1`` row in front of a kept object would hide that
+      object (or fail the check) -- hence the reordering;
+    * its GPU kernel skips ``cls == -1`` rows in the bipartite matching but still matches by
+      overlap against every row -- hence the ``-1`` coordinates (a zero-area box overlaps nothing).
+
+    Built from shape-agnostic ops (``M`` and ``W`` are unknown when the graph is built), without
+    parameters, and behind ``BlockGrad``: nothing flows back into ``label``.
+    """
+    cls = mx.sym.slice_axis(label, axis=2, begin=0, end=1, name=f"{prefix}_cls")  # [B, M, 1]
+    zeros = mx.sym.zeros_like(cls, name=f"{prefix}_zeros")  # [B, M, 1]
+    # appending a zero column gives every label a column 5: the difficult flag, or 0 at width 5
+    widened = mx.sym.concat(label, zeros, dim=2, name=f"{prefix}_widened")  # [B, M, W+1]
+    difficult = mx.sym.slice_axis(widened, axis=2, begin=5, end=6, name=f"{prefix}_difficult")  # [B, M, 1]
+    drop = mx.sym.broadcast_logical_or(
+        mx.sym.broadcast_not_equal(difficult, zeros, name=f"{prefix}_is_difficult"),
+        mx.sym.broadcast_lesser(cls, zeros, name=f"{prefix}_is_padding"),
+        name=f"{prefix}_drop")  # [B, M, 1], 1 = drop
+    minus_one = mx.sym.negative(mx.sym.ones_like(label, name=f"{prefix}_ones"), name=f"{prefix}_minus_one")
+    masked = mx.sym.where(mx.sym.broadcast_like(drop, label, name=f"{prefix}_drop_wide"), minus_one, label,
+                          name=f"{prefix}_masked")  # [B, M, W]
+    # stable partition by sort key drop * M + row: kept rows first, each group in its original order
+    rows = mx.sym.contrib.arange_like(label, axis=1, name=f"{prefix}_rows")  # [M]
+    num_rows = mx.sym.sum(mx.sym.ones_like(rows, name=f"{prefix}_row_ones"), name=f"{prefix}_num_rows")  # [1]
+    drop_rows = mx.sym.reshape(drop, shape=(0, -1), name=f"{prefix}_drop_flat")  # [B, M]
+    key = mx.sym.broadcast_add(mx.sym.broadcast_mul(drop_rows, num_rows, name=f"{prefix}_drop_offset"), rows,
+                               name=f"{prefix}_key")  # [B, M]
+    order = mx.sym.argsort(key, axis=1, name=f"{prefix}_order")  # [B, M]
+    images = mx.sym.reshape(mx.sym.contrib.arange_like(label, axis=0, name=f"{prefix}_images"), shape=(-1, 1),
+                            name=f"{prefix}_images_column")  # [B, 1]
+    images = mx.sym.broadcast_like(images, order, name=f"{prefix}_images_wide")  # [B, M]
+    indices = mx.sym.stack(images, order, axis=0, name=f"{prefix}_indices")  # [2, B, M]
+    kept_first = mx.sym.gather_nd(masked, indices, name=f"{prefix}_reordered")  # [B, M, W]
+    return mx.sym.BlockGrad(kept_first, name=f"{prefix}_kept")
+
+
 def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
                      strides: Sequence[int], pads: Sequence[int], sizes: Sequence, ratios: Sequence,
                      normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (),
@@ -55,7 +104,16 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     """SSD training graph, inputs ``data`` ``[B, 3, H, W]`` and ``label`` ``[B, M, >=5]``.
 
     ``label`` rows are ``(cls, xmin, ymin, xmax, ymax, ...)`` normalised to [0, 1], padded with
-    ``cls = -1``. Parameters are those of the original ``symbol_builder.get_symbol_train``:
+    ``cls = -1``.
+
+    Difficult objects (column 5 non-zero: VOC difficult, COCO crowd) are ignored as matches, as
+    the Faster R-CNN side does: :func:`drop_difficult_objects` removes them before
+    ``MultiBoxTarget``, exactly as if they were not in the label: no anchor is matched to them,
+    and anchors that cover them count as unmatched (hard negative mining may pick them as
+    background). An image whose objects are all difficult trains like one without objects. The
+    original matched anchors to them like to any object. A label of width 5 is used as it is.
+
+    Parameters are those of the original ``symbol_builder.get_symbol_train``:
     ``network`` is the module in ``symbol/`` providing ``get_symbol(num_classes, **kwargs)``;
     ``from_layers``/``num_filters``/``strides``/``pads`` go to :func:`multi_layer_feature`;
     ``sizes``/``ratios``/``normalizations``/``steps`` to :func:`multibox_layer`; remaining
@@ -80,7 +138,7 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     # focal loss replaces hard negative mining: every unmatched anchor is a background target
     negative_mining_ratio = 3 if cls_loss == "softmax" else -1
     loc_target, loc_target_mask, cls_target = mx.sym.contrib.MultiBoxTarget(
-        anchor_boxes, label, cls_preds, overlap_threshold=.5, ignore_label=-1,
+        anchor_boxes, drop_difficult_objects(label), cls_preds, overlap_threshold=.5, ignore_label=-1,
         negative_mining_ratio=negative_mining_ratio, minimum_negative_samples=0,
         negative_mining_thresh=.5, variances=VARIANCES, name="multibox_target")
     if cls_loss == "softmax":
@@ -107,12 +165,13 @@ def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_f
 
     Rows are ``(cls, score, xmin, ymin, xmax, ymax)``, coordinates normalised to [0, 1];
     ``cls = -1`` marks rows removed by the score threshold or NMS. Parameters as
-    :func:`get_symbol_train` (without ``label`` and losses); the class scores go through
-    ``SoftmaxActivation(mode='channel')`` named ``cls_prob``. A ``cls_loss`` keyword (accepted
-    so that one config serves both graphs) has no effect here.
+    :func:`get_symbol_train` (without ``label`` and losses); the class scores ``[B, C+1, N]`` go
+    through ``softmax(axis=1)`` named ``cls_prob``, the op of the original (the same values as the
+    deprecated ``SoftmaxActivation(mode='channel')``). A ``cls_loss`` keyword (accepted so that one
+    config serves both graphs) has no effect here.
     """
     kwargs.pop("cls_loss", None)
     loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
                                                 sizes, ratios, normalizations, steps, min_filter, kwargs)
-    cls_prob = mx.sym.SoftmaxActivation(data=cls_preds, mode="channel", name="cls_prob")
+    cls_prob = mx.sym.softmax(data=cls_preds, axis=1, name="cls_prob")
     return _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk)

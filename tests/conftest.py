@@ -1,16 +1,10 @@
 """Shared pytest fixtures. Importing ``config`` first fixes mxnet's thread defaults."""
-import os
-import sys
 import types
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import config  # noqa: E402,F401
-from tools.make_synthetic import SynthDataset  # noqa: E402
+import config  # noqa: F401
+from tools.make_synthetic import SynthDataset
 
 
 # --- data fixtures (tests/data_helpers.py builds them) -------------------------

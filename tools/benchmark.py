@@ -21,13 +21,11 @@ import os
 import sys
 import time
 
+import numpy as np
+
+from config.errors import UserError, run_cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import numpy as np  # noqa: E402
-
-from config.errors import UserError, run_cli  # noqa: E402
 
 BATCH_SWEEP = (1, 2, 4, 8, 16, 32)
 MODES = ("train", "infer")

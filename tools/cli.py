@@ -4,7 +4,9 @@ The error contract itself (``UserError``, ``run_cli``) lives in :mod:`config.err
 """
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Sequence
 
 from config.errors import UserError
 
@@ -52,3 +54,37 @@ def parse_class_names(value: str, num_class: int | None = None, default: str | N
     if num_class is not None and len(names) != num_class:
         raise UserError(f"--num-class {num_class} disagrees with {source}, which lists {len(names)} names")
     return names
+
+
+def parse_known_given(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` plus ``given``: the dests the command line set explicitly.
+
+    Scripts use it to refuse a flag that does not apply (rather than accept
+    and ignore it), and to let explicit flags win over a saved run config.
+    """
+    args = parser.parse_args(argv)
+    saved = [(action, action.default) for action in parser._actions]
+    for action, _ in saved:
+        action.default = argparse.SUPPRESS
+    try:
+        explicit = parser.parse_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    args.given = set(vars(explicit))
+    return args
+
+
+def flag_name(parser: argparse.ArgumentParser, dest: str) -> str:
+    """The first option string of ``dest`` (``nms_thresh`` -> ``--nms``)."""
+    for action in parser._actions:
+        if action.dest == dest and action.option_strings:
+            return action.option_strings[0]
+    return "--" + dest.replace("_", "-")
+
+
+def refuse_given(parser: argparse.ArgumentParser, args: argparse.Namespace, dests: Sequence[str], reason: str) -> None:
+    """A one-line error for the first of ``dests`` given on the command line: ``<flag>: <reason>``."""
+    for dest in dests:
+        if dest in args.given:
+            raise UserError(f"{flag_name(parser, dest)}: {reason}")

@@ -7,23 +7,22 @@ original's naming). ``evaluate.py --deploy`` and ``demo.py --deploy`` load it,
 and so does ``mx.gluon.SymbolBlock.imports(json, ['data'], params)``.
 """
 import argparse
-import os
-import sys
+import dataclasses
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import config  # noqa: E402,F401  (thread defaults before mxnet loads)
-from config.defaults import DEPLOY as D  # noqa: E402
-from config.errors import run_cli  # noqa: E402
+import config  # noqa: F401  (thread defaults before mxnet loads)
+from config.defaults import DEPLOY as D
+from config.errors import UserError, run_cli
+from tools.cli import parse_known_given
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Convert a trained model to a deployable one",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--network", default=D["network"], help="network name")
     a("--epoch", type=int, default=D["epoch"], help="epoch of the trained model")
-    a("--prefix", default=D["prefix"], help="model prefix; a trailing '_' appends <network>_<data-shape>")
+    a("--prefix", default=D["prefix"], help="model prefix: the run's <prefix>-ssd.json supplies the other settings; "
+      "a trailing '_' appends <network>_<data-shape>")
     a("--data-shape", type=int, default=D["data_shape"], help="input side length")
     a("--num-class", type=int, default=D["num_class"], help="number of object classes")
     a("--nms", dest="nms_thresh", type=float, default=D["nms"], help="non-maximum suppression threshold")
@@ -31,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
       help="suppress overlapping boxes of different classes (default)")
     a("--no-force", dest="force_nms", action="store_false", help="suppress only within a class")
     a("--topk", dest="nms_topk", type=int, default=D["topk"], help="detections kept per image before NMS")
-    return p.parse_args(argv)
+    return p
 
 
 def deploy(network: str, prefix: str, epoch: int, data_shape: int, num_class: int, nms_thresh: float,
@@ -50,13 +49,24 @@ def deploy(network: str, prefix: str, epoch: int, data_shape: int, num_class: in
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    from evaluate.evaluate_net import model_prefix
+    parser = build_parser()
+    args = parse_known_given(parser, argv)
+    from config.train_config import SSDConfig
+    from evaluate.run_settings import resolve_inference
+    from train.run_config import save_run_config
 
-    prefix = model_prefix(args.prefix, args.network, args.data_shape)
-    out = deploy(args.network, prefix, args.epoch, args.data_shape, args.num_class, args.nms_thresh,
-                 args.force_nms, args.nms_topk)
-    print(f"Saved deploy model: {out}-symbol.json, {out}-{args.epoch:04d}.params")
+    args.prefix = args.prefix or D["prefix"]
+    settings = resolve_inference(parser, args, D["prefix"], "", D["prefix"])
+    if settings.is_rcnn:
+        raise UserError(f"--prefix {settings.prefix}: a Faster R-CNN run; tools/deploy.py writes SSD graphs")
+    out = deploy(settings.network, settings.prefix, args.epoch, settings.data_shape, settings.num_classes,
+                 settings.nms_thresh, settings.force_suppress, settings.nms_topk)
+    # the deployed model's own run config: the run's, with the NMS settings now built into its graph
+    run = settings.run if isinstance(settings.run, SSDConfig) else SSDConfig(
+        network=settings.network, data_shape=settings.data_shape, num_classes=settings.num_classes)
+    save_run_config(dataclasses.replace(run, prefix=out, nms_thresh=settings.nms_thresh,
+                                        force_suppress=settings.force_suppress, nms_topk=settings.nms_topk))
+    print(f"Saved deploy model: {out}-symbol.json, {out}-{args.epoch:04d}.params, {out}-ssd.json")
 
 
 if __name__ == "__main__":

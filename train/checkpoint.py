@@ -10,6 +10,9 @@ Layout for a prefix ``model/ssd_toy_256`` and epoch 3 (mxnet's own naming, so
 * ``model/ssd_toy_256-best-symbol.json`` / ``-best-0000.params`` / ``-best.json``:
   the epoch with the best validation mAP.
 
+Only the newest ``keep`` epochs stay on disk (:func:`prune_checkpoints`); the
+best checkpoint is a copy of its own and is never pruned.
+
 Every file is written under a temporary name and renamed when complete.
 """
 from __future__ import annotations
@@ -113,3 +116,64 @@ def best_score(prefix: str) -> float | None:
             return float(json.load(f)["mAP"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def prune_checkpoints(prefix: str, keep: int) -> list[int]:
+    """Delete the ``.params``/``.states`` of all but the newest ``keep`` epochs (0 keeps all).
+
+    The ``.params`` goes first, so an interrupted prune never leaves a
+    checkpoint that ``--resume auto`` would take for complete without its
+    optimizer state. Returns the epochs removed.
+    """
+    if keep <= 0:
+        return []
+    removed = saved_epochs(prefix)[:-keep]
+    for epoch in removed:
+        for path in (params_path(prefix, epoch), states_path(prefix, epoch)):
+            if os.path.exists(path):
+                os.remove(path)
+    return removed
+
+
+def is_class_layer(name: str) -> bool:
+    """SSD's ``*_cls_pred_conv_*`` and Faster R-CNN's ``cls_score_*``: their shape follows the class count."""
+    return "cls_pred" in name or name.startswith("cls_score")
+
+
+def expected_shapes(symbol: mx.sym.Symbol, input_shapes: dict) -> dict:
+    """``{parameter name: shape}`` of every argument and auxiliary state of ``symbol`` but its inputs."""
+    arg_shapes, _, aux_shapes = symbol.infer_shape(**input_shapes)
+    shapes = dict(zip(symbol.list_arguments(), arg_shapes))
+    shapes.update(zip(symbol.list_auxiliary_states(), aux_shapes))
+    return {name: tuple(shape) for name, shape in shapes.items() if name not in input_shapes}
+
+
+def shape_mismatches(symbol: mx.sym.Symbol, params: dict, input_shapes: dict) -> dict:
+    """``{name: (loaded shape, needed shape)}`` of the loaded ``params`` that do not fit ``symbol``."""
+    wanted = expected_shapes(symbol, input_shapes)
+    return {name: (tuple(value.shape), wanted[name]) for name, value in params.items()
+            if name in wanted and tuple(value.shape) != wanted[name]}
+
+
+def check_params_fit(symbol: mx.sym.Symbol, args: dict, auxs: dict, input_shapes: dict, source: str,
+                     num_classes: int, require_all: bool = False) -> None:
+    """Raise a one-line error naming ``source`` when loaded params do not fit ``symbol``.
+
+    A mismatch in a class layer is reported first and as what it is:
+    ``--num-class`` disagrees with the weights (zhreshold/mxnet-ssd#124: a
+    20-class SSD loaded for 3 classes); in Faster R-CNN the box layer then
+    differs too. ``require_all`` (inference) also refuses weights that lack a
+    parameter of the graph.
+    """
+    params = {**args, **auxs}
+    mismatched = shape_mismatches(symbol, params, input_shapes)
+    for name, (have, want) in sorted(mismatched.items(), key=lambda item: not is_class_layer(item[0])):
+        if is_class_layer(name):
+            raise UserError(f"--num-class {num_classes} disagrees with {source}: its layer {name} has shape "
+                            f"{have}, this network needs {want}")
+        raise UserError(f"{source}: parameter {name} has shape {have}, this network needs {want}")
+    if require_all:
+        missing = [name for name in expected_shapes(symbol, input_shapes) if name not in params]
+        if missing:
+            raise UserError(f"{source}: has no parameter {missing[0]}; was it trained with another --network "
+                            "or --data-shape?")

@@ -1,8 +1,9 @@
 """Pieces of the training loop shared by SSD (train_net) and Faster R-CNN (train_rcnn).
 
 ``Module.fit`` drives both; these plug into it: a Module that restores the
-saved momentum, and the epoch-end work (checkpoint, history row, validation
-score, best checkpoint).
+saved momentum and validates each image once, the learning-rate schedule
+counted in the batches the iterator really yields, and the epoch-end work
+(checkpoint, pruning, history row, validation score, best checkpoint).
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from collections.abc import Callable, Iterator
 
 import mxnet as mx
 
+from config.errors import UserError
+from evaluate.scoring import score_unpadded
 from train import checkpoint
-from train.progress import TrainingHistory
+from train.progress import ProgressLogger, TrainingHistory
 
 
 @contextlib.contextmanager
@@ -63,16 +66,100 @@ def load_resume(prefix: str, resume, ctx, logger: logging.Logger) -> tuple:
     return epoch, args, auxs, checkpoint.params_path(prefix, epoch), states_file
 
 
-class ResumableModule(mx.mod.Module):
-    """A Module that loads saved optimizer state (momentum) as soon as its optimizer exists.
+def parse_lr_steps(lr_steps: str) -> list[int]:
+    """``'80, 160'`` -> ``[80, 160]``; a one-line error naming ``--lr-steps`` otherwise."""
+    try:
+        return [int(s) for s in str(lr_steps).split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--lr-steps {lr_steps!r}: expected comma separated epochs") from None
 
-    ``Module.fit`` creates the optimizer itself, so this is the one place where
-    the state of a resumed run can be restored before the first update.
+
+class EpochLRScheduler(mx.lr_scheduler.LRScheduler):
+    """The learning rate as a function of (epoch, batch), counted in the batches the iterator yields.
+
+    ``base_lr`` is multiplied by ``factor`` once for every epoch of
+    ``step_epochs`` reached; during the first ``warmup_epochs`` it ramps
+    linearly: batch ``k`` (0-based, counted from the run's start) gets
+    ``(k + 1) / (warmup_epochs * batches_per_epoch)`` of it, as mxnet's linear
+    warm-up does. ``batches_per_epoch`` must be the iterator's real count,
+    ``ceil(images / batch)``: with ``images // batch`` (the original) every
+    step fires early and a resumed run drifts from a straight one.
+
+    The optimizer calls it with its update count in this process; a run
+    resumed at ``begin_epoch`` adds the batches already done, so the rate of
+    every batch is the same as in an uninterrupted run.
     """
 
-    def __init__(self, *args, optimizer_states: str | None = None, **kwargs):
+    def __init__(self, base_lr: float, step_epochs: list[int], factor: float, batches_per_epoch: int,
+                 begin_epoch: int = 0, warmup_epochs: float = 0.0):
+        super().__init__(base_lr=base_lr)
+        if factor <= 0:
+            raise UserError(f"--lr-factor {factor}: must be positive")
+        self.step_epochs = sorted(step_epochs)
+        self.factor = factor
+        self.batches_per_epoch = max(1, int(batches_per_epoch))
+        self.begin_epoch = int(begin_epoch)
+        self.warmup_batches = max(0.0, warmup_epochs) * self.batches_per_epoch
+
+    def lr_at(self, epoch: int, batch: int = 0) -> float:
+        """The rate of batch ``batch`` (0-based) of epoch ``epoch``."""
+        lr = self.base_lr * self.factor ** sum(epoch >= step for step in self.step_epochs)
+        done = epoch * self.batches_per_epoch + batch
+        if done < self.warmup_batches:
+            lr *= min(1.0, (done + 1) / self.warmup_batches)
+        return lr
+
+    def __call__(self, num_update: int) -> float:
+        done = self.begin_epoch * self.batches_per_epoch + max(int(num_update), 1) - 1
+        return self.lr_at(*divmod(done, self.batches_per_epoch))
+
+
+def make_lr_scheduler(lr: float, lr_steps: str, lr_factor: float, batches_per_epoch: int, begin_epoch: int,
+                      warmup_epochs: float, logger: logging.Logger) -> EpochLRScheduler:
+    """The run's :class:`EpochLRScheduler`; logs the rate a resumed run starts at, as the original did."""
+    scheduler = EpochLRScheduler(lr, parse_lr_steps(lr_steps), lr_factor, batches_per_epoch, begin_epoch,
+                                 warmup_epochs)
+    start = scheduler.lr_at(begin_epoch)
+    if begin_epoch > 0 and start != lr:
+        logger.info("Adjusted learning rate to %s for epoch %d", start, begin_epoch)
+    return scheduler
+
+
+class ResumableModule(mx.mod.Module):
+    """The Module that training uses: momentum restored on resume, validation each image once.
+
+    * ``Module.fit`` creates the optimizer itself, so :meth:`init_optimizer` is
+      the one place where the state of a resumed run can be restored before
+      the first update.
+    * :meth:`score`, which ``fit`` validates with, trims the padding of the
+      last batch (:func:`evaluate.scoring.score_unpadded`).
+    * ``batch_begin_callback`` is called before every training batch (``fit``
+      has no such hook): the progress line times batches from their real start.
+    """
+
+    def __init__(self, *args, optimizer_states: str | None = None,
+                 batch_begin_callback: Callable[[], None] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._optimizer_states_file = optimizer_states
+        self._batch_begin_callback = batch_begin_callback
+
+    def forward_backward(self, data_batch: mx.io.DataBatch) -> None:
+        if self._batch_begin_callback is not None:
+            self._batch_begin_callback()
+        super().forward_backward(data_batch)
+
+    def score(self, eval_data, eval_metric, num_batch=None, batch_end_callback=None, score_end_callback=None,
+              reset=True, epoch=0, sparse_row_id_fn=None):
+        assert self.binded and self.params_initialized
+        if not isinstance(eval_metric, mx.metric.EvalMetric):
+            eval_metric = mx.metric.create(eval_metric)
+        eval_metric.reset()
+        score_unpadded(self, eval_data, [eval_metric], num_batch, reset, batch_end_callback, epoch)
+        if score_end_callback:
+            param = mx.model.BatchEndParam(epoch=epoch, nbatch=num_batch, eval_metric=eval_metric, locals=locals())
+            for callback in score_end_callback if isinstance(score_end_callback, list) else [score_end_callback]:
+                callback(param)
+        return eval_metric.get_name_value()
 
     def init_optimizer(self, *args, **kwargs) -> None:
         super().init_optimizer(*args, **kwargs)
@@ -83,7 +170,8 @@ class ResumableModule(mx.mod.Module):
 
 
 class EpochRecorder:
-    """Epoch-end work: checkpoint + optimizer state, history row, best checkpoint by mAP.
+    """Epoch-end work: checkpoint + optimizer state, pruning to the newest ``keep``, history row,
+    best checkpoint by mAP.
 
     Validation comes either from ``Module.fit``'s own scoring (pass
     :meth:`eval_end` as ``eval_end_callback``; SSD scores ``det_out``) or from
@@ -93,10 +181,12 @@ class EpochRecorder:
     """
 
     def __init__(self, mod: mx.mod.Module, prefix: str, train_metric: mx.metric.EvalMetric,
-                 history: TrainingHistory, logger: logging.Logger, scored_by_fit: bool = False,
-                 validate: Callable[[mx.mod.Module], float] | None = None):
+                 history: TrainingHistory, progress: ProgressLogger, logger: logging.Logger, keep: int = 0,
+                 scored_by_fit: bool = False, validate: Callable[[mx.mod.Module], float] | None = None):
         self.mod = mod
         self.prefix = prefix
+        self.progress = progress
+        self.keep = keep
         self.train_metric = train_metric
         self.history = history
         self.logger = logger
@@ -109,7 +199,10 @@ class EpochRecorder:
     def epoch_end(self, epoch: int, symbol, arg_params, aux_params) -> None:
         checkpoint.save_checkpoint(self.prefix, epoch + 1, symbol, arg_params, aux_params, self.mod)
         self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
-        self._row = {"epoch": epoch + 1, "lr": f"{self.mod._optimizer.learning_rate:.6g}"}
+        for removed in checkpoint.prune_checkpoints(self.prefix, self.keep):
+            self.logger.info("Removed epoch %d (--keep %d)", removed, self.keep)
+        # the rate the optimizer used for the epoch's first batch
+        self._row = {"epoch": epoch + 1, "lr": f"{self.progress.epoch_lr.get(epoch, float('nan')):.8g}"}
         for name, value in self.train_metric.get_global_name_value():
             self._row[f"train_{name}"] = f"{value:.6f}"
         self._params = (symbol, arg_params, aux_params)
@@ -125,7 +218,7 @@ class EpochRecorder:
         self._finish(param.epoch, float(dict(zip(names, values)).get("mAP", values[-1])))
 
     def _finish(self, epoch: int, score: float) -> None:
-        self._row["val_mAP"] = f"{score:.6f}"
+        self._row["val_mAP"] = f"{score:.8f}"
         self.history.add(self._row)
         if score > self.best:
             self.best = score

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 
 from config.errors import UserError
 from config.fileio import atomic_open, atomic_write
@@ -25,25 +26,42 @@ class ProgressLogger:
     Replaces ``mx.callback.Speedometer`` (same ``Speed: N samples/sec`` field) and
     stops the run with a clear message when a loss becomes NaN or infinite,
     instead of training on garbage for hours.
+
+    Times count from the real start of a batch: pass :meth:`batch_begin` to
+    :class:`train.loop.ResumableModule` (the first line of an epoch used to
+    report ``Speed: 16000000000.00 samples/sec``, timed from its own end).
+    ``lr_of()`` gives the optimizer's current rate; the rate of each epoch's
+    first batch is logged and kept in ``epoch_lr``.
     """
 
     def __init__(self, batch_size: int, frequent: int, batches_per_epoch: int | None,
-                 begin_epoch: int, end_epoch: int, logger: logging.Logger | None = None):
+                 begin_epoch: int, end_epoch: int, logger: logging.Logger | None = None,
+                 lr_of: Callable[[], float] | None = None):
         self.batch_size = batch_size
         self.frequent = max(1, frequent)
         self.batches_per_epoch = batches_per_epoch
         self.begin_epoch = begin_epoch
         self.end_epoch = end_epoch
         self.logger = logger or logging.getLogger()
+        self.lr_of = lr_of
+        self.epoch_lr: dict[int, float] = {}
         self._epoch = None
+        self._batch_tic: float | None = None
         self._epoch_tic = 0.0
         self._window_tic = 0.0
         self._window_start = 0
 
+    def batch_begin(self) -> None:
+        self._batch_tic = time.time()
+
     def __call__(self, param) -> None:
         now = time.time()
         if param.epoch != self._epoch:
-            self._epoch, self._epoch_tic, self._window_tic, self._window_start = param.epoch, now, now, 0
+            start = self._batch_tic if self._batch_tic is not None else now
+            self._epoch, self._epoch_tic, self._window_tic, self._window_start = param.epoch, start, start, 0
+            if self.lr_of is not None:
+                self.epoch_lr[param.epoch] = self.lr_of()
+                self.logger.info("Epoch[%d] Learning rate %.8g", param.epoch, self.epoch_lr[param.epoch])
         done = param.nbatch + 1
         if done % self.frequent and not param.locals.get("end_of_batch", False):
             return

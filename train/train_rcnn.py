@@ -16,28 +16,31 @@ Changed or added: data comes from the SSD ``.rec`` files
 (:class:`dataset.rcnn_loader.AnchorLoader`; images without objects are
 skipped and counted); ``kv_store`` is a parameter (the original hard-coded
 'device'); validation VOC07 mAP after every epoch on the test graph; the run's
-:class:`symbol.rcnn_factory.RCNNConfig` is saved as ``<prefix>-rcnn.json`` so
+:class:`config.train_config.RCNNConfig` is saved as ``<prefix>-rcnn.json`` so
 that evaluate.py and demo.py rebuild the same test graph and preprocessing;
 without pretrained weights nothing is frozen (random layers must learn).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import mxnet as mx
 
 from config.errors import UserError
+from config.train_config import RCNNConfig
 from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
-from symbol.rcnn_factory import RCNNConfig, fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
+from symbol.proposal_target import reset_seeded_streams
+from symbol.rcnn_factory import fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
 from train import checkpoint
-from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to
+from train.checkpoint import check_params_fit
+from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to, make_lr_scheduler
 from train.progress import ProgressLogger, TrainingHistory
-from train.rcnn_checkpoint import save_run_config
 from train.rcnn_metric import rcnn_metrics
-from train.train_net import check_params_match, get_lr_scheduler
+from train.run_config import save_run_config
 
 DATA_NAMES = ("data", "im_info", "gt_boxes")
 LABEL_NAMES = ("label", "bbox_target", "bbox_weight")
@@ -61,103 +64,120 @@ def load_pretrained(pretrained: str, epoch: int) -> tuple[dict, dict, str]:
     return args, auxs, path
 
 
-def train_rcnn(
-    network: str, train_path: str, num_classes: int, cfg: RCNNConfig, prefix: str, ctx: Sequence[mx.Context],
-    begin_epoch: int, end_epoch: int, resume, pretrained: str, epoch: int, frequent: int, lr: float,
-    lr_steps: str, lr_factor: float, momentum: float, wd: float, val_path: str = "",
-    class_names: Sequence[str] | None = None, kv_store: str = "local", seed: int | None = None,
-    warmup_epochs: float = 0.0, log_file: str | None = None, *, voc07_metric: bool = True,
-    ovp_thresh: float = 0.5, use_difficult: bool = False,
-) -> dict:
-    """Train Faster R-CNN ``network``; returns ``{'prefix', 'begin_epoch', 'end_epoch', 'best_map'}``.
+def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
+    """Train Faster R-CNN ``cfg.network``; returns ``{'prefix', 'begin_epoch', 'end_epoch', 'best_map'}``.
 
-    ``num_classes`` counts object classes (the graph adds background).
-    ``prefix`` is used as given (train.py appends ``_<network>``). ``resume``
-    is an epoch, -1, or 'auto'. ``pretrained`` is a weights file (or a
-    checkpoint prefix with ``epoch``), '' to start from scratch; names it does
-    not hold are initialised. One batch is ``cfg.rcnn_batch_size`` images on
-    each device of ``ctx``. ``val_path`` ('' for none) is scored after every
-    epoch on ``ctx[0]`` with the VOC07 (or, ``voc07_metric=False``, area) mAP.
-    ``seed`` fixes the initialisation, the image order and flips, and the
-    anchor sampling; the ROI sampling of ``proposal_target`` stays random.
+    ``cfg.num_classes`` counts object classes (the graph adds background).
+    ``cfg.prefix`` is used as given (train.py appends ``_<network>``).
+    ``cfg.resume`` is an epoch, -1, or 'auto'. ``cfg.pretrained`` is a weights
+    file (or a checkpoint prefix with ``cfg.pretrained_epoch``), '' to start
+    from scratch; names it does not hold are initialised. One batch is
+    ``cfg.rcnn_batch_size`` images on each device of ``ctx``. ``cfg.val_path``
+    ('' for none) is scored after every epoch on ``ctx[0]``. ``cfg.seed``
+    fixes the initialisation, the image order and flips, the anchor sampling
+    and the ROI sampling of ``proposal_target``.
     """
-    ctx, begin_epoch = list(ctx), int(begin_epoch)
-    with logging_to(log_file) as logger:
-        get_network(network)  # an unknown name is a one-line error before anything is read
-        if num_classes < 1:
-            raise UserError(f"--num-class {num_classes}: need at least one object class")
-        if val_path and not os.path.isfile(val_path):
-            raise UserError(f"--val-path {val_path}: file not found")
-        if seed is not None:
-            mx.random.seed(seed)
+    ctx = list(ctx)
+    with logging_to(cfg.log_file) as logger, _proposal_target_seed(cfg.seed):
+        get_network(cfg.network)  # an unknown name is a one-line error before anything is read
+        if cfg.num_classes < 1:
+            raise UserError(f"--num-class {cfg.num_classes}: need at least one object class")
+        if cfg.val_path and not os.path.isfile(cfg.val_path):
+            raise UserError(f"--val-path {cfg.val_path}: file not found")
+        if cfg.seed is not None:
+            mx.random.seed(cfg.seed)
 
-        symbol = get_rcnn_train(network, num_classes, cfg)
+        symbol = get_rcnn_train(cfg.network, cfg.num_classes, cfg)
         batch_size = cfg.rcnn_batch_size * len(ctx)
-        loader = AnchorLoader.from_config(train_path, cfg, feat_shape_from_symbol(symbol), batch_size=batch_size,
-                                          seed=seed)
+        loader = AnchorLoader.from_config(cfg.train_path, cfg, feat_shape_from_symbol(symbol), batch_size=batch_size,
+                                          seed=cfg.seed)
         if loader.num_skipped:
             logger.info("Skipped %d of %d training images without objects", loader.num_skipped,
                         loader.num_skipped + len(loader.keys))
         input_shapes = {desc.name: desc.shape for desc in loader.provide_data + loader.provide_label}
 
         ctx_str = devices_label(ctx)
-        resume, args, auxs, source, states_file = load_resume(prefix, resume, ctx, logger)
+        begin_epoch = int(cfg.begin_epoch)
+        resume, args, auxs, source, states_file = load_resume(cfg.prefix, cfg.resume, ctx, logger)
         if resume > 0:
             begin_epoch = resume
-        elif pretrained:
-            args, auxs, source = load_pretrained(pretrained, epoch)
+        elif cfg.pretrained:
+            args, auxs, source = load_pretrained(cfg.pretrained, cfg.pretrained_epoch)
             logger.info("Start training with %s from pretrained weights %s", ctx_str, source)
         else:
             logger.info("Start training from scratch with %s", ctx_str)
             args, auxs, source = None, None, ""
         if args is not None:
-            check_params_match(symbol, args, auxs, input_shapes, source, num_classes)
+            check_params_fit(symbol, args, auxs, input_shapes, source, cfg.num_classes)
 
         # frozen layers keep pretrained features; from scratch every layer must learn
-        frozen = fixed_param_names(symbol, cfg.net_fixed_params) if pretrained else []
+        frozen = fixed_param_names(symbol, cfg.net_fixed_params) if cfg.pretrained else []
         if frozen:
             logger.info("Fixed parameters: [%s]", ",".join(frozen))
         elif cfg.net_fixed_params:
             logger.info("No pretrained weights: --net-fixed-params %s not applied", list(cfg.net_fixed_params))
 
-        config_file = save_run_config(prefix, cfg, num_classes, class_names)
+        config_file = save_run_config(cfg)
         logger.info("Run configuration: %s", config_file)
-        if begin_epoch >= end_epoch:
-            logger.info("Nothing to do: already at epoch %d of %d", begin_epoch, end_epoch)
-            return {"prefix": prefix, "begin_epoch": begin_epoch, "end_epoch": end_epoch,
-                    "best_map": checkpoint.best_score(prefix)}
+        if begin_epoch >= cfg.end_epoch:
+            logger.info("Nothing to do: already at epoch %d of %d", begin_epoch, cfg.end_epoch)
+            return {"prefix": cfg.prefix, "begin_epoch": begin_epoch, "end_epoch": cfg.end_epoch,
+                    "best_map": checkpoint.best_score(cfg.prefix)}
 
         batches_per_epoch = len(loader)
-        learning_rate, lr_scheduler = get_lr_scheduler(lr, lr_steps, lr_factor, batches_per_epoch * batch_size,
-                                                       batch_size, begin_epoch, warmup_epochs)
+        lr_scheduler = make_lr_scheduler(cfg.lr, cfg.lr_steps, cfg.lr_factor, batches_per_epoch, begin_epoch,
+                                         cfg.warmup_epochs, logger)
         optimizer_params = {
-            "learning_rate": learning_rate, "momentum": momentum, "wd": wd, "lr_scheduler": lr_scheduler,
+            "learning_rate": cfg.lr, "momentum": cfg.momentum, "wd": cfg.wd, "lr_scheduler": lr_scheduler,
             "clip_gradient": 5.0, "rescale_grad": 1.0 / batch_size,
         }
+        progress = ProgressLogger(batch_size, cfg.frequent, batches_per_epoch, begin_epoch, cfg.end_epoch, logger,
+                                  lr_of=lambda: mod._optimizer.learning_rate)
         mod = ResumableModule(symbol, data_names=DATA_NAMES, label_names=LABEL_NAMES, logger=logger, context=ctx,
-                              fixed_param_names=frozen or None, optimizer_states=states_file)
+                              fixed_param_names=frozen or None, optimizer_states=states_file,
+                              batch_begin_callback=progress.batch_begin)
 
         validate = None
-        if val_path:
+        if cfg.val_path:
             eval_cfg = inference_config(cfg)
 
             def validate(module: mx.mod.BaseModule) -> float:
-                detections, labels = detect_rec(module, val_path, eval_cfg, num_classes, ctx[0])
-                scores = score_detections(detections, labels, class_names, voc07_metric, ovp_thresh, use_difficult)
+                detections, labels = detect_rec(module, cfg.val_path, eval_cfg, cfg.num_classes, ctx[0])
+                scores = score_detections(detections, labels, cfg.class_names, cfg.voc07_metric, cfg.ovp_thresh,
+                                          cfg.use_difficult)
                 return scores["mAP"]
 
         train_metric = rcnn_metrics()
-        history = TrainingHistory(prefix, begin_epoch)
-        recorder = EpochRecorder(mod, prefix, train_metric, history, logger, validate=validate)
-        progress = ProgressLogger(batch_size, frequent, batches_per_epoch, begin_epoch, end_epoch, logger)
+        history = TrainingHistory(cfg.prefix, begin_epoch)
+        recorder = EpochRecorder(mod, cfg.prefix, train_metric, history, progress, logger, keep=cfg.keep,
+                                 validate=validate)
 
         mod.fit(
             loader, eval_metric=train_metric, batch_end_callback=progress, epoch_end_callback=recorder.epoch_end,
-            optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(kv_store),
-            begin_epoch=begin_epoch, num_epoch=end_epoch, initializer=rcnn_initializer(),
+            optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(cfg.kv_store),
+            begin_epoch=begin_epoch, num_epoch=cfg.end_epoch, initializer=rcnn_initializer(),
             arg_params=args, aux_params=auxs, allow_missing=True,
         )
         best = recorder.best if recorder.best >= 0 else None
-        logger.info("Training finished: checkpoints %s-NNNN.params, config %s, history %s", prefix, config_file,
+        logger.info("Training finished: checkpoints %s-NNNN.params, config %s, history %s", cfg.prefix, config_file,
                     history.csv_path)
-        return {"prefix": prefix, "begin_epoch": begin_epoch, "end_epoch": end_epoch, "best_map": best}
+        return {"prefix": cfg.prefix, "begin_epoch": begin_epoch, "end_epoch": cfg.end_epoch, "best_map": best}
+
+
+@contextlib.contextmanager
+def _proposal_target_seed(seed: int | None) -> Iterator[None]:
+    """Seed ``proposal_target``'s ROI sampling for the run (the op reads ``MXDET_RCNN_SEED``
+    when its operators are created) and restart its stream, so one seed repeats a run."""
+    if seed is None:
+        yield
+        return
+    saved = os.environ.get("MXDET_RCNN_SEED")
+    os.environ["MXDET_RCNN_SEED"] = str(seed)
+    reset_seeded_streams()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MXDET_RCNN_SEED", None)
+        else:
+            os.environ["MXDET_RCNN_SEED"] = saved

@@ -1,0 +1,137 @@
+"""What a training run needs, in one object per family: :class:`SSDConfig` and :class:`RCNNConfig`.
+
+Both share :class:`TrainConfig`, the loop settings (data, epochs, learning-rate
+schedule, checkpoints, validation). ``train.py`` builds one from its flags;
+``train/train_net.py`` and ``train/train_rcnn.py`` read nothing else. The
+config is saved beside the checkpoints (``<prefix>-ssd.json`` /
+``<prefix>-rcnn.json``, see :mod:`train.run_config`) so that evaluate.py,
+demo.py and tools/deploy.py rebuild the run's graph and preprocessing.
+
+Defaults are the original example/ssd and example/rcnn values, taken from
+:mod:`config.defaults`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.defaults import RCNN_TRAIN, TRAIN
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings shared by SSD and Faster R-CNN.
+
+    ``prefix`` is the full checkpoint prefix (train.py appends ``_<network>[_<shape>]``).
+    ``resume`` is an epoch, -1, or 'auto'. ``pretrained``/``pretrained_epoch``
+    name the starting weights ('' to start from scratch). ``lr_steps`` is a
+    comma list of epochs at which the rate is multiplied by ``lr_factor``.
+    ``keep`` is how many of the newest epoch checkpoints stay on disk (0 keeps all).
+    """
+
+    network: str = TRAIN["network"]
+    train_path: str = TRAIN["train_path"]
+    val_path: str = ""
+    num_classes: int = TRAIN["num_class"]
+    class_names: list[str] | None = None
+    prefix: str = TRAIN["prefix"]
+    begin_epoch: int = TRAIN["begin_epoch"]
+    end_epoch: int = TRAIN["end_epoch"]
+    resume: str = TRAIN["resume"]
+    pretrained: str = ""
+    pretrained_epoch: int = TRAIN["epoch"]
+    frequent: int = TRAIN["frequent"]
+    lr: float = TRAIN["lr"]
+    lr_steps: str = TRAIN["lr_steps"]
+    lr_factor: float = TRAIN["lr_factor"]
+    momentum: float = TRAIN["momentum"]
+    wd: float = TRAIN["wd"]
+    warmup_epochs: float = TRAIN["warmup_epochs"]
+    kv_store: str = TRAIN["kv_store"]
+    seed: int | None = None
+    log_file: str | None = None
+    voc07_metric: bool = True
+    ovp_thresh: float = TRAIN["overlap"]
+    use_difficult: bool = False
+    keep: int = TRAIN["keep"]
+
+
+@dataclass
+class SSDConfig(TrainConfig):
+    """An SSD run: the loop settings plus example/ssd's graph, data and test settings.
+
+    ``batch_size`` is the whole batch, split over the devices. ``num_example``
+    -1 counts the training images. ``finetune`` > 0 loads ``<prefix>-<finetune>``
+    as seed 003 describes (see :func:`train.train_net.train_ssd`).
+    ``mean_pixels``/``std_pixels`` are RGB. ``nms_*``/``force_suppress`` go
+    into the ``MultiBoxDetection`` node; ``label_width`` is the padded label
+    width of the records (2 + 6 x objects).
+    """
+
+    batch_size: int = TRAIN["batch_size"]
+    data_shape: int = TRAIN["data_shape"]
+    mean_pixels: tuple[float, float, float] = (TRAIN["mean_r"], TRAIN["mean_g"], TRAIN["mean_b"])
+    std_pixels: tuple[float, float, float] = (TRAIN["std_r"], TRAIN["std_g"], TRAIN["std_b"])
+    label_width: int = TRAIN["label_width"]
+    train_list: str = ""
+    val_list: str = ""
+    finetune: int = TRAIN["finetune"]
+    freeze_pattern: str = TRAIN["freeze"]
+    num_example: int = TRAIN["num_example"]
+    nms_thresh: float = TRAIN["nms"]
+    force_suppress: bool = False
+    nms_topk: int = TRAIN["nms_topk"]
+    iter_monitor: int = TRAIN["monitor"]
+    monitor_pattern: str = TRAIN["pattern"]
+    cls_loss: str = TRAIN["cls_loss"]
+    augment: str = "ssd"
+
+
+@dataclass
+class RCNNConfig(TrainConfig):
+    """A Faster R-CNN run: the loop settings plus every flag of example/rcnn's ``train.py`` / ``test.py``.
+
+    Test-time values differ from training ones for the RPN top-k (``test_*``
+    fields: 6000/300 instead of 12000/2000). ``max_per_image`` is new (the
+    original kept every detection; 0 restores that). The batch is
+    ``rcnn_batch_size`` images on each device.
+    """
+
+    network: str = "faster_rcnn_vgg16"
+    prefix: str = RCNN_TRAIN["prefix"]
+    end_epoch: int = RCNN_TRAIN["end_epoch"]
+    frequent: int = RCNN_TRAIN["frequent"]
+    lr: float = RCNN_TRAIN["lr"]
+    lr_steps: str = RCNN_TRAIN["lr_steps"]
+    # image
+    img_short_side: int = 600
+    img_long_side: int = 1000
+    img_pixel_means: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    img_pixel_stds: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    net_fixed_params: tuple[str, ...] = ("conv0", "stage1", "gamma", "beta")
+    # RPN
+    rpn_feat_stride: int = 16
+    rpn_anchor_scales: tuple[float, ...] = (8, 16, 32)
+    rpn_anchor_ratios: tuple[float, ...] = (0.5, 1, 2)
+    rpn_pre_nms_topk: int = 12000
+    rpn_post_nms_topk: int = 2000
+    rpn_nms_thresh: float = 0.7
+    rpn_min_size: int = 16
+    rpn_batch_rois: int = 256
+    rpn_allowed_border: int = 0
+    rpn_fg_fraction: float = 0.5
+    rpn_fg_overlap: float = 0.7
+    rpn_bg_overlap: float = 0.3
+    # R-CNN head
+    rcnn_feat_stride: int = 16
+    rcnn_pooled_size: tuple[int, int] = (14, 14)
+    rcnn_batch_size: int = 1
+    rcnn_batch_rois: int = 128
+    rcnn_fg_fraction: float = 0.25
+    rcnn_fg_overlap: float = 0.5
+    rcnn_bbox_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+    # test.py / demo.py
+    test_rpn_pre_nms_topk: int = 6000
+    test_rpn_post_nms_topk: int = 300
+    rcnn_nms_thresh: float = 0.3
+    rcnn_conf_thresh: float = 1e-3
+    max_per_image: int = 100
