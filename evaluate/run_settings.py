@@ -93,13 +93,15 @@ def _classes(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Tra
         num_classes = getattr(args, "num_class", None)
     if not hasattr(args, "class_names"):  # tools/deploy.py
         names = list(run.class_names) if run is not None and run.class_names else None
-    elif "class_names" in args.given or run is None or not run.class_names:
+    elif run is None:
         names = parse_class_names(args.class_names, num_classes, default=default_names)
-        if names is not None and run is not None and len(names) != run.num_classes:
+    elif "class_names" in args.given:
+        names = parse_class_names(args.class_names)
+        if names is not None and len(names) != run.num_classes:
             raise UserError(f"--class-names lists {len(names)} names; the checkpoint was trained for "
                             f"{run.num_classes} classes")
     else:
-        names = list(run.class_names)
+        names = list(run.class_names) if run.class_names else None
     if num_classes is None:  # demo.py without --num-class or a run config: the names count
         if not names:
             raise UserError("--class-names: no class names given")

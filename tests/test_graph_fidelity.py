@@ -84,10 +84,11 @@ def test_drop_difficult_objects_keeps_the_others_in_order_then_pads():
     np.testing.assert_array_equal(out, expected)
 
 
-def test_drop_difficult_objects_leaves_width_5_and_wider_labels_alone():
+def test_drop_difficult_objects_reads_column_5_at_any_width():
+    # width 5 has no difficult column: every object is kept
     label5 = _label(DOG, CAR, PAD, width=5)
     np.testing.assert_array_equal(_eval_drop(label5), label5)
-    # a 7th column (anything) does not change the rule: column 5 decides
+    # at width 7 column 5 still decides, whatever the extra column holds
     label7 = np.concatenate([_label([*DOG, 1], [*CAR, 0], PAD), np.full((1, 3, 1), 9, np.float32)], axis=2)
     expected = np.full_like(label7, -1)
     expected[0, 0] = label7[0, 1]

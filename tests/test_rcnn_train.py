@@ -24,11 +24,12 @@ import numpy as np
 import pytest
 
 from config.errors import UserError
+from config.train_config import RCNNConfig
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
-from symbol.rcnn_factory import RCNNConfig, get_rcnn_test, make_config, rcnn_initializer
+from symbol.rcnn_factory import get_rcnn_test, make_config, rcnn_initializer
 from train import checkpoint
-from train.rcnn_checkpoint import load_run_config, run_config_path, save_run_config
+from train.run_config import load_run_config, run_config_path, save_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORK = "faster_rcnn_small"
@@ -126,7 +127,7 @@ def trained_rcnn(shapes_rec, tmp_path_factory) -> types.SimpleNamespace:
 
 def untrained_map(run) -> float:
     """Validation mAP of the run's test graph with freshly initialised weights: the chance level."""
-    cfg = inference_config(load_run_config(run.checkpoint).cfg)
+    cfg = inference_config(load_run_config(run.checkpoint))
     module = mx.mod.Module(get_rcnn_test(NETWORK, 2, cfg), data_names=["data", "im_info"], label_names=None)
     module.bind([("data", (1, 3, cfg.img_long_side, cfg.img_long_side)), ("im_info", (1, 3))], for_training=False)
     mx.random.seed(0)
@@ -147,30 +148,32 @@ def test_training_learns_and_keeps_the_best(trained_rcnn):
     assert chance < 0.1
     assert best > 0.3 and best > 3 * chance
     assert checkpoint.best_score(trained_rcnn.checkpoint) == pytest.approx(best, abs=1e-6)
-    assert checkpoint.saved_epochs(trained_rcnn.checkpoint) == list(range(1, EPOCHS + 1))
-    assert all(os.path.isfile(checkpoint.states_path(trained_rcnn.checkpoint, e)) for e in range(1, EPOCHS + 1))
+    # --keep 5 (the default): the newest five epochs, each with its optimizer state; the best stays
+    assert checkpoint.saved_epochs(trained_rcnn.checkpoint) == list(range(EPOCHS - 4, EPOCHS + 1))
+    assert all(os.path.isfile(checkpoint.states_path(trained_rcnn.checkpoint, e)) for e in range(2, EPOCHS + 1))
+    assert not os.path.exists(checkpoint.states_path(trained_rcnn.checkpoint, 1))
 
 
 def test_run_config_records_the_flags(trained_rcnn):
-    run = load_run_config(trained_rcnn.checkpoint)
-    assert run.num_classes == 2 and run.class_names == list(CLASSES)
-    cfg = run.cfg
+    cfg = load_run_config(trained_rcnn.checkpoint)
+    assert cfg.num_classes == 2 and cfg.class_names == list(CLASSES)
     assert (cfg.network, cfg.img_short_side, cfg.img_long_side) == (NETWORK, 112, 160)
     assert cfg.rpn_anchor_scales == (2, 4, 8) and cfg.rcnn_batch_rois == 64 and cfg.rpn_post_nms_topk == 200
     # the rest are faster_rcnn_small's defaults
     assert cfg.img_pixel_stds == make_config(NETWORK).img_pixel_stds and cfg.rcnn_pooled_size == (7, 7)
-    assert (cfg.epochs, cfg.lr, cfg.lr_decay_epoch) == (EPOCHS, 0.02, "5")
+    assert (cfg.end_epoch, cfg.lr, cfg.lr_steps, cfg.seed) == (EPOCHS, 0.02, "5", 0)
+    assert cfg.prefix == trained_rcnn.checkpoint
 
 
 def test_run_config_round_trip(tmp_path):
-    cfg = make_config("faster_rcnn_vgg16", rpn_anchor_scales=(4, 8), net_fixed_params=(), lr=0.5)
-    path = save_run_config(str(tmp_path / "m"), cfg, 5, ["a", "b", "c", "d", "e"])
-    assert path == run_config_path(str(tmp_path / "m")) and not [p for p in os.listdir(tmp_path) if "tmp" in p]
-    run = load_run_config(str(tmp_path / "m"))
-    assert run.cfg == cfg and run.num_classes == 5 and run.class_names == ["a", "b", "c", "d", "e"]
+    cfg = make_config("faster_rcnn_vgg16", rpn_anchor_scales=(4, 8), net_fixed_params=(), lr=0.5, num_classes=5,
+                      class_names=["a", "b", "c", "d", "e"], prefix=str(tmp_path / "m"))
+    path = save_run_config(cfg)
+    assert path == run_config_path(str(tmp_path / "m"), "rcnn") and not [p for p in os.listdir(tmp_path) if "tmp" in p]
+    assert load_run_config(str(tmp_path / "m")) == cfg
     with open(path, "w") as f:
         f.write("{broken")
-    with pytest.raises(UserError, match=r"m-rcnn.json: not a Faster R-CNN run configuration"):
+    with pytest.raises(UserError, match=r"m-rcnn.json: not a run configuration of this toolkit"):
         load_run_config(str(tmp_path / "m"))
 
 
@@ -184,7 +187,7 @@ def test_resume_auto_continues_with_the_saved_momentum(trained_rcnn, tmp_path, c
     assert f"Resume training with (cpu(0)) from epoch {EPOCHS}" in messages
     assert f"Restored optimizer state from {prefix}_{NETWORK}-{EPOCHS:04d}.states" in messages
     files = f"{prefix}_{NETWORK}"
-    assert checkpoint.saved_epochs(files) == list(range(1, EPOCHS + 2))
+    assert checkpoint.saved_epochs(files) == list(range(EPOCHS - 3, EPOCHS + 2))
     rows = read_history(files)
     assert [int(row["epoch"]) for row in rows] == list(range(1, EPOCHS + 2))
     assert rows[:EPOCHS] == read_history(trained_rcnn.checkpoint)
@@ -299,7 +302,7 @@ def test_evaluate_and_demo_bad_input(trained_rcnn, tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path}/nothing_{NETWORK}-rcnn.json: not found"):
         evaluate_script.main(common + ["--num-class", "2", "--prefix", str(tmp_path / "nothing_"),
                                        "--rec-path", trained_rcnn.rec.val_rec, "--gpus", ""])
-    with pytest.raises(UserError, match=f"--num-class 3 disagrees with .*-{EPOCHS:04d}.params: it was trained for 2"):
+    with pytest.raises(UserError, match="--num-class 3 disagrees with the checkpoint: it was trained for 2 classes"):
         evaluate_script.main(["--network", NETWORK, "--epoch", str(EPOCHS), "--class-names", "a,b,c",
                               "--num-class", "3", "--prefix", trained_rcnn.checkpoint,
                               "--rec-path", trained_rcnn.rec.val_rec, "--gpus", ""])
@@ -321,7 +324,7 @@ def test_bad_tuple_is_one_line_from_the_command_line(shapes_rec, tmp_path):
 
 # --- flag resolution -----------------------------------------------------------------------------
 def resolved(network: str, *argv: str):
-    args = train_script.parse_args(["--network", network, *argv])
+    args = train_script.parse_known_given(train_script.build_parser(), ["--network", network, *argv])
     defaults = train_script.RCNN_TRAIN if network.startswith("faster_rcnn") else train_script.D
     train_script.resolve_family_defaults(args, defaults)
     return args

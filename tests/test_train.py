@@ -15,6 +15,8 @@ import pytest
 import train.train_net as train_net_module
 from config.config import cfg
 from config.errors import UserError
+from dataset.iterator import DetRecordIter
+from evaluate.eval_metric import VOC07MApMetric
 from train import checkpoint
 from train.train_net import train_net
 
@@ -30,14 +32,13 @@ def no_augmentation(monkeypatch):
 
 
 def run_toy(rec, prefix, end_epoch, *, ctx=None, resume=-1, data_shape=64, lr=0.05, lr_steps="2",
-            batch_size=8, val_path="", pretrained="", epoch=0, freeze="", num_classes=None, seed=0,
-            num_example=None):
+            batch_size=8, val_path="", pretrained="", epoch=0, freeze="", num_classes=None, seed=0, **extra):
     """train_net on the toy network with the arguments these tests vary."""
     return train_net(
         "toy", rec.train_rec, num_classes or rec.num_classes, batch_size, data_shape, [123, 117, 104],
         resume, -1, pretrained, epoch, prefix, ctx or [mx.cpu()], 0, end_epoch, 100, lr, 0.9, 0.0005,
-        lr_steps, 0.1, freeze, num_example or 24, rec.label_width, 0.45, False, 0.5, False, rec.classes, True,
-        400, False, "", val_path, "", 0, ".*", None, "local", seed=seed,
+        lr_steps, 0.1, freeze, -1, rec.label_width, 0.45, False, 0.5, False, rec.classes, True,
+        400, False, "", val_path, "", 0, ".*", None, "local", seed=seed, **extra,
     )
 
 
@@ -60,11 +61,14 @@ def max_param_difference(a, b):
 
 @pytest.fixture(scope="module")
 def learn_rec(tmp_path_factory):
-    """2 classes, 128 train / 32 val images with 1-3 large objects: enough to learn in seconds."""
+    """2 classes, 128 train / 30 val images with 1-3 large objects: enough to learn in seconds.
+
+    30 validation images at batch 16 leave a padded last batch (2 repeats).
+    """
     from data_helpers import pack, tiny_synthetic
 
     out = tmp_path_factory.mktemp("learn")
-    synth = tiny_synthetic(out, num_train=128, num_val=32, classes=2, seed=3, min_side=128, max_side=200,
+    synth = tiny_synthetic(out, num_train=128, num_val=30, classes=2, seed=3, min_side=128, max_side=200,
                            min_size=0.25, max_size=0.6, max_objects=3)
     for split in ("train", "val"):
         pack(["--dataset", "pascal", "--year", "synth", "--set", split, "--root", synth.devkit,
@@ -75,13 +79,29 @@ def learn_rec(tmp_path_factory):
                                  num_classes=2, classes=list(synth.classes), label_width=350)
 
 
-def test_toy_ssd_learns(learn_rec, tmp_path, no_augmentation):
-    prefix = str(tmp_path / "learn" / "ssd_toy_128")
-    result = train_net(
-        "toy", learn_rec.train_rec, 2, 16, 128, [123, 117, 104], -1, -1, "", 0, prefix, [mx.cpu()], 0, 15, 100,
-        0.02, 0.9, 0.0005, "12", 0.1, "", 128, 350, 0.45, False, 0.5, False, learn_rec.classes, True, 400, False,
-        "", learn_rec.val_rec, "", 0, ".*", None, "local", seed=1,
-    )
+@pytest.fixture(scope="module")
+def learned_toy(learn_rec, tmp_path_factory):
+    """The toy SSD at 128 trained 15 epochs on ``learn_rec``: ``(prefix, train_net's result)``."""
+    import config.config
+
+    patched = type(cfg)(cfg)
+    patched["train"] = dict(cfg.valid)
+    saved, train_net_module.cfg = train_net_module.cfg, patched  # no augmentation (module scope)
+    try:
+        prefix = str(tmp_path_factory.mktemp("learned") / "ssd_toy_128")
+        result = train_net(
+            "toy", learn_rec.train_rec, 2, 16, 128, [123, 117, 104], -1, -1, "", 0, prefix, [mx.cpu()], 0, 15, 100,
+            0.02, 0.9, 0.0005, "12", 0.1, "", 128, 350, 0.45, False, 0.5, False, learn_rec.classes, True, 400,
+            False, "", learn_rec.val_rec, "", 0, ".*", None, "local", seed=1, keep=0,
+        )
+    finally:
+        train_net_module.cfg = saved
+    assert saved is config.config.cfg
+    return prefix, result
+
+
+def test_toy_ssd_learns(learn_rec, learned_toy):
+    prefix, result = learned_toy
     import csv
 
     with open(prefix + "-metrics.csv") as f:
@@ -90,11 +110,28 @@ def test_toy_ssd_learns(learn_rec, tmp_path, no_augmentation):
     first_loss, last_loss = float(rows[0]["train_CrossEntropy"]), float(rows[-1]["train_CrossEntropy"])
     assert last_loss < 0.5 * first_loss
     chance = float(rows[0]["val_mAP"])  # after one epoch the detector is close to random
-    assert chance < 0.05
-    assert result["best_map"] > 0.15 and result["best_map"] > 5 * chance
+    assert chance < 0.1
+    assert result["best_map"] > 0.15 and result["best_map"] > 3 * chance
     assert os.path.isfile(prefix + "-curves.png")
     assert checkpoint.best_score(prefix) == pytest.approx(result["best_map"], abs=1e-6)
     assert os.path.isfile(checkpoint.params_path(prefix + "-best", 0))
+
+    # validation counted each of the 30 images once (the last batch of 16 holds 2 repeats): the
+    # mAP logged for the last epoch is evaluate.py's on that checkpoint, at another batch size too
+    from evaluate.evaluate_net import evaluate_net
+
+    logged = float(rows[-1]["val_mAP"])
+    scored = evaluate_net("toy", learn_rec.val_rec, 2, [123, 117, 104], 128, prefix, 15, batch_size=7,
+                          class_names=learn_rec.classes, voc07_metric=True, label_pad_width=350)
+    assert scored["images"] == 30 and scored["mAP"] == pytest.approx(logged, abs=1e-6)
+    # mxnet's own Module.score counts the repeats: the test would see the old behaviour
+    module = mx.mod.Module(mx.sym.load(prefix + "-symbol.json"), label_names=("label",))
+    val_iter = DetRecordIter(learn_rec.val_rec, 16, (3, 128, 128), label_pad_width=350, **cfg.valid)
+    module.bind(val_iter.provide_data, val_iter.provide_label, for_training=False)
+    module.set_params(*checkpoint.load_checkpoint(prefix, 15)[1:])
+    padded = VOC07MApMetric(0.5, False, learn_rec.classes, pred_idx=3)
+    mx.mod.Module.score(module, val_iter, padded)
+    assert abs(padded.get()[1][-1] - logged) > 1e-4
 
 
 def test_resume_auto_continues_with_saved_lr_and_momentum(synthetic_rec, tmp_path, no_augmentation):
@@ -131,14 +168,14 @@ def test_resume_auto_without_checkpoint_starts_from_scratch(synthetic_rec, tmp_p
     assert checkpoint.saved_epochs(str(tmp_path / "ssd")) == [1]
 
 
-def _duplicated_batch_rec(synthetic_voc, path):
-    """A .rec of images [x, y, x, y]: each half of the batch equals the other."""
+def _rec_of(synthetic_voc, path, repeats):
+    """A .rec of the first two training images, ``repeats`` times over: [x, y, x, y, ...]."""
     import cv2
     from data_helpers import expected_labels
 
     record = mx.recordio.MXIndexedRecordIO(path + ".idx", path + ".rec", "w")
-    images = synthetic_voc.split("train")[:2]
-    for i, image in enumerate(images + images):
+    images = synthetic_voc.split("train")[:2] * repeats
+    for i, image in enumerate(images):
         label = np.concatenate([[2, 6], expected_labels(image).ravel()]).astype(np.float32)
         pixels = cv2.imread(synthetic_voc.image_path(image))
         header = mx.recordio.IRHeader(0, label, i, 0)
@@ -147,20 +184,23 @@ def _duplicated_batch_rec(synthetic_voc, path):
     return path + ".rec"
 
 
-def test_two_cpu_contexts_give_the_same_update_as_one(synthetic_voc, synthetic_rec, tmp_path, no_augmentation):
+def test_two_cpu_contexts_average_their_slices(synthetic_voc, synthetic_rec, tmp_path, no_augmentation):
+    """train.py's --cpus 2 through train_net: each device normalises its losses and BatchNorm by its own
+    slice, and the step is the mean of the slices' steps (the rule tests/test_multi_device.py pins on
+    differing slices). With the slices [x, y] | [x, y], that mean is one device's step on [x, y]."""
     import types
 
     rec = types.SimpleNamespace(**vars(synthetic_rec))
-    rec.train_rec = _duplicated_batch_rec(synthetic_voc, str(tmp_path / "dup"))
-    one = str(tmp_path / "one" / "ssd")
+    rec.train_rec = _rec_of(synthetic_voc, str(tmp_path / "twice"), 2)
     two = str(tmp_path / "two" / "ssd")
-    run_toy(rec, one, 1, batch_size=4, num_example=4, lr=0.1)
-    run_toy(rec, two, 1, batch_size=4, num_example=4, lr=0.1, ctx=[mx.cpu(0), mx.cpu(1)])
-    one_params, two_params = load_params(one, 1), load_params(two, 1)
-    assert max_param_difference(one_params, two_params) < 1e-5
+    run_toy(rec, two, 1, batch_size=4, lr=0.1, ctx=[mx.cpu(0), mx.cpu(1)])
+    rec.train_rec = _rec_of(synthetic_voc, str(tmp_path / "once"), 1)
+    slice_step = str(tmp_path / "slice" / "ssd")
+    run_toy(rec, slice_step, 1, batch_size=2, lr=0.1)
+    assert max_param_difference(load_params(two, 1), load_params(slice_step, 1)) < 1e-5
     # and the update did something
-    run_toy(rec, str(tmp_path / "zero" / "ssd"), 1, batch_size=4, num_example=4, lr=0.0)
-    assert max_param_difference(one_params, load_params(str(tmp_path / "zero" / "ssd"), 1)) > 1e-3
+    run_toy(rec, str(tmp_path / "zero" / "ssd"), 1, batch_size=2, lr=0.0)
+    assert max_param_difference(load_params(two, 1), load_params(str(tmp_path / "zero" / "ssd"), 1)) > 1e-3
 
 
 def test_freeze_regex_keeps_matched_parameters_bit_identical(synthetic_rec, tmp_path, no_augmentation):
@@ -214,11 +254,15 @@ def test_train_py_class_count_disagreeing_with_checkpoint(synthetic_rec, tmp_pat
     _train_main(_common(synthetic_rec, **{"--prefix": prefix}))
     assert os.path.isfile(prefix + "_toy_64-0001.params")
     names = ",".join(f"c{i}" for i in range(5))
-    for flag in ("--resume", "--finetune"):
-        args = _common(synthetic_rec, **{"--prefix": prefix, "--num-class": "5", "--class-names": names,
-                                         flag: "1", "--end-epoch": "2"})
-        with pytest.raises(UserError, match="--num-class 5 disagrees with .*ssd_toy_64-0001.params"):
-            _train_main(args)
+    # resuming with another class count is a mistake (--finetune changes it on purpose: see test_finetune_*)
+    args = _common(synthetic_rec, **{"--prefix": prefix, "--num-class": "5", "--class-names": names,
+                                     "--resume": "1", "--end-epoch": "2"})
+    with pytest.raises(UserError, match="--num-class 5 disagrees with .*ssd_toy_64-0001.params"):
+        _train_main(args)
+    args = _common(synthetic_rec, **{"--prefix": prefix + "x", "--num-class": "5", "--class-names": names,
+                                     "--pretrained": prefix + "_toy_64", "--epoch": "1", "--end-epoch": "1"})
+    with pytest.raises(UserError, match="--num-class 5 disagrees with .*ssd_toy_64-0001.params"):
+        _train_main(args)
 
 
 def test_train_py_gpus_on_cpu_build_is_one_line(synthetic_rec, tmp_path):
@@ -234,3 +278,43 @@ def test_train_py_gpus_on_cpu_build_is_one_line(synthetic_rec, tmp_path):
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith("error: --gpus 0: this mxnet build has no GPU support")
     assert "mxnet-cu112" in lines[0]
+
+
+def test_finetune_to_another_class_count(learned_toy, tmp_path_factory, tmp_path, no_augmentation, caplog):
+    """Seed 003's finetune takes the 2-class model to 3 classes: the class layers are dropped
+    ("Removed ...") and re-initialised, every other loaded layer but the predictions stays frozen."""
+    from data_helpers import pack, tiny_synthetic
+
+
+    out = tmp_path_factory.mktemp("three")
+    synth = tiny_synthetic(out, num_train=64, num_val=30, classes=3, seed=4, min_side=128, max_side=200,
+                           min_size=0.25, max_size=0.6, max_objects=3)
+    for split in ("train", "val"):
+        pack(["--dataset", "pascal", "--year", "synth", "--set", split, "--root", synth.devkit,
+              "--target", str(out / f"{split}.lst"), "--class-names", synth.names_file])
+    trained, _ = learned_toy
+    loaded = load_params(trained, 15)
+
+    def finetune(folder: str, lr: float) -> tuple[str, dict]:
+        prefix = str(tmp_path / folder / "ssd_toy_128")
+        os.makedirs(os.path.dirname(prefix))
+        for ext in ("-symbol.json", "-0015.params"):
+            shutil.copy(trained + ext, prefix + ext)
+        result = train_net(
+            "toy", str(out / "train.rec"), 3, 16, 128, [123, 117, 104], -1, 15, "", 0, prefix, [mx.cpu()], 0,
+            20, 100, lr, 0.9, 0.0005, "", 0.1, "", -1, 350, 0.45, False, 0.5, False, list(synth.classes),
+            True, 400, False, "", str(out / "val.rec"), "", 0, ".*", None, "local", seed=2, keep=0)
+        return prefix, result
+
+    caplog.set_level("INFO")
+    prefix, result = finetune("tuned", 0.02)
+    removed = sorted(r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("Removed "))
+    assert removed and all("cls_pred" in name for name in removed)
+    tuned = load_params(prefix, 16)
+    assert all(tuned[name].shape != loaded[name].shape for name in removed)
+    frozen = [k for k in loaded if "pred" not in k and "moving_" not in k]
+    assert frozen and [k for k in frozen if not np.array_equal(tuned[k], loaded[k])] == []
+    assert any(not np.array_equal(tuned[k], loaded[k]) for k in loaded if "loc_pred" in k)  # heads train
+    # the new classes are learned: better than the same start untrained (lr 0)
+    _, untrained = finetune("untrained", 0.0)
+    assert result["best_map"] > 2 * untrained["best_map"] and result["best_map"] > untrained["best_map"] + 0.05

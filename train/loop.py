@@ -200,7 +200,7 @@ class EpochRecorder:
         checkpoint.save_checkpoint(self.prefix, epoch + 1, symbol, arg_params, aux_params, self.mod)
         self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
         for removed in checkpoint.prune_checkpoints(self.prefix, self.keep):
-            self.logger.info("Removed epoch %d (--keep %d)", removed, self.keep)
+            self.logger.info("Pruned epoch %d (--keep %d)", removed, self.keep)
         # the rate the optimizer used for the epoch's first batch
         self._row = {"epoch": epoch + 1, "lr": f"{self.progress.epoch_lr.get(epoch, float('nan')):.8g}"}
         for name, value in self.train_metric.get_global_name_value():
