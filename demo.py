@@ -21,7 +21,7 @@ from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from config.fileio import atomic_write
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_pixel_args, parse_known_given
+from tools.cli import add_pixel_args, parse_known_given, refuse_given
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
 
@@ -197,6 +197,26 @@ def run_stream(detector, capture, args, class_names) -> None:
         print(f"annotated video: {out_path} ({frames} frames)")
 
 
+def check_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One input (--images, --dir, --video or --camera), and only the flags that apply to it."""
+    stream = "--camera" if args.camera else "--video" if args.video else ""
+    if args.camera and args.video:
+        raise UserError("--video: --camera reads the camera; give one of them")
+    if stream:
+        refuse_given(parser, args, ("images", "dir", "ext"), f"{stream} is the input; give one")
+        refuse_given(parser, args, ("batch_size",), f"{stream} frames are detected one at a time")
+    else:
+        refuse_given(parser, args, ("frame_resize",), "resizes --camera/--video frames")
+        if args.dir:
+            refuse_given(parser, args, ("images",), "--dir is the input; give one of them")
+        else:
+            refuse_given(parser, args, ("ext",), "picks the images of --dir")
+    if args.camera:
+        refuse_given(parser, args, ("out_dir",), "--camera frames are shown, not written")
+    if args.cpu:
+        refuse_given(parser, args, ("gpu_id",), "--cpu runs on the CPU; give one of them")
+
+
 def load_detector(settings, args: argparse.Namespace, ctx):
     """The SSD ``Detector`` or Faster R-CNN ``RCNNImageDetector`` of the checkpoint ``settings`` names."""
     if settings.is_rcnn:
@@ -219,6 +239,7 @@ def main(argv=None) -> int:
     args = parse_known_given(parser, argv)
     if args.batch_size <= 0:
         raise UserError(f"--batch-size {args.batch_size}: must be positive")
+    check_inputs(parser, args)
     if args.camera or args.video:
         paths, capture = None, open_stream(args)
     else:

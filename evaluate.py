@@ -20,7 +20,7 @@ from config.defaults import EVALUATE as D
 from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_device_args, add_pixel_args, parse_known_given
+from tools.cli import add_device_args, add_pixel_args, parse_known_given, refuse_given
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +96,13 @@ def main(argv=None) -> None:
     from config.devices import parse_devices
     from evaluate.run_settings import resolve_inference
 
+    if args.cpu:
+        refuse_given(parser, args, ("gpus", "cpus"), "--cpu runs on one CPU; give one of them")
+    if args.coco:
+        try:
+            import pycocotools  # noqa: F401
+        except ImportError:
+            raise UserError("--coco: needs pycocotools: pip install -e '.[coco]'") from None
     ctx = parse_devices("" if args.cpu else args.gpus, args.cpus)
     if args.num_batch is not None and args.num_batch <= 0:
         raise UserError(f"--num-batch {args.num_batch}: must be positive")

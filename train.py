@@ -206,6 +206,37 @@ SSD_ONLY = {
 }
 
 
+def check_start_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, rcnn: bool) -> None:
+    """Flags that the chosen start (resume, finetune, pretrained, scratch) would ignore are refused.
+
+    The original's precedence stays: ``--resume N`` over ``--finetune`` over ``--pretrained``.
+    ``--resume auto`` is the exception: it resumes when a checkpoint exists and otherwise starts as
+    the other flags say, so the same command both starts and continues a run.
+    """
+    resume = str(args.resume).strip()
+    # flags the start would ignore; empty or zero values ask for nothing and pass
+    meaningful = [dest for dest, value in (("finetune", args.finetune > 0), ("pretrained", bool(args.pretrained)),
+                                           ("epoch", True), ("begin_epoch", args.begin_epoch != 0))
+                  if value and dest in args.given]
+    if resume.lstrip("-").isdigit() and int(resume) > 0:
+        refuse_given(parser, args, meaningful, f"a resumed run (--resume {resume}) starts from that checkpoint "
+                     "and its epoch")
+    elif not rcnn and args.finetune > 0:
+        refuse_given(parser, args, [d for d in meaningful if d != "finetune"],
+                     f"--finetune {args.finetune} starts from <prefix>-{args.finetune:04d} at that epoch")
+        if args.freeze_pattern.strip():
+            refuse_given(parser, args, ("freeze_pattern",), "--finetune freezes every loaded layer but the "
+                         "predictions (seed 003's rule)")
+    elif not args.pretrained:
+        refuse_given(parser, args, ("epoch",), "the epoch of --pretrained; this run starts from scratch "
+                     "(--pretrained '')")
+        if not rcnn and args.freeze_pattern.strip():
+            refuse_given(parser, args, ("freeze_pattern",), "freezes pretrained layers; from scratch "
+                         "(--pretrained '') every layer must learn (pass --freeze '')")
+    elif rcnn and os.path.isfile(args.pretrained):
+        refuse_given(parser, args, ("epoch",), f"--pretrained {args.pretrained} is a .params file, not a prefix")
+
+
 def check_validation_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, val_path: str) -> None:
     """Validation settings without validation data would be ignored: refuse them."""
     if not val_path:
@@ -221,6 +252,9 @@ def rcnn_config(parser: argparse.ArgumentParser, args: argparse.Namespace, ctx: 
     for dest, hint in SSD_ONLY.items():
         refuse_given(parser, args, [dest], "an SSD flag; not used by Faster R-CNN" + (f" ({hint})" if hint else ""))
     resolve_family_defaults(args, RCNN_TRAIN)
+    if args.pretrained is None:
+        args.pretrained = make_config(args.network).pretrained
+    check_start_flags(parser, args, rcnn=True)
     val_path = check_data_paths(args)
     check_validation_flags(parser, args, val_path)
     class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
@@ -231,9 +265,10 @@ def rcnn_config(parser: argparse.ArgumentParser, args: argparse.Namespace, ctx: 
         if value is not None and isinstance(kind, str):
             value = parse_literal(flag, value, kind, getattr(RCNNConfig, name))
         overrides[name] = value
-    cfg = make_config(args.network, **overrides)
-    if args.pretrained is not None:
-        cfg.pretrained = args.pretrained
+    cfg = make_config(args.network, **overrides, pretrained=args.pretrained)
+    if not cfg.pretrained and cfg.net_fixed_params:
+        refuse_given(parser, args, ("net_fixed_params",), "freezes pretrained layers; from scratch "
+                     "(--pretrained '') every layer must learn")
     batch_size = cfg.rcnn_batch_size * len(ctx)
     if args.batch_size is not None and args.batch_size != batch_size:
         raise UserError(f"--batch-size {args.batch_size}: Faster R-CNN trains --rcnn-batch-size "
@@ -267,6 +302,7 @@ def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
     if "monitor_pattern" in args.given and args.monitor <= 0:
         raise UserError(f"--pattern {args.monitor_pattern}: applies with --monitor N > 0")
     resolve_family_defaults(args, D)
+    check_start_flags(parser, args, rcnn=False)
     val_path = check_data_paths(args)
     check_validation_flags(parser, args, val_path)
     refuse_given(parser, args, ["val_list"] if not val_path else [], "there is no --val-path")

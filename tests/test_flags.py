@@ -24,9 +24,6 @@ The outcome of a command line:
 Devices are simulated (``simulate_gpus``): a CPU-only build unless a row says how many GPUs are visible,
 so every row behaves the same on any machine; a simulated GPU context never reaches mxnet (the recorders
 return fixed results for it).
-
-Rows marked xfail (strict) are flags the scripts accept and then ignore today, or errors that name
-another flag than the one given: the row asserts the behaviour the issue asks for.
 """
 from __future__ import annotations
 
@@ -76,8 +73,7 @@ train_script, evaluate_script, demo_script = (load_script(name) for name in ("tr
 class Row:
     """One flag on one command line. ``args``/``base``/``drop`` are templates (``{names}`` etc. are
     filled in per script); ``args`` may differ per family. ``expect`` maps a family to CHANGE or ERROR;
-    a family left out does not apply (its baseline would not run). ``broken`` maps a family to the reason
-    its row is xfail."""
+    a family left out does not apply (its baseline would not run)."""
 
     flag: str
     args: dict[str, str]
@@ -85,7 +81,6 @@ class Row:
     base: str = ""
     drop: tuple[str, ...] = ()
     gpus: int = 0
-    broken: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def label(self, family: str) -> str:
         text = f"{family}: {self.args[family]}"
@@ -97,16 +92,12 @@ class Row:
 
 
 def row(args, ssd: str | None = None, rcnn: str | None = None, *, both: str | None = None, base: str = "",
-        drop: tuple[str, ...] = (), gpus: int = 0, broken: dict[str, str] | None = None,
-        broken_all: str | None = None) -> Row:
+        drop: tuple[str, ...] = (), gpus: int = 0) -> Row:
     expect = {"ssd": both or ssd, "rcnn": both or rcnn}
     expect = {family: value for family, value in expect.items() if value is not None}
     per_family = args if isinstance(args, dict) else {family: args for family in FAMILIES}
     flag = next(iter(per_family.values())).split()[0]
-    broken = dict(broken or {})
-    if broken_all:
-        broken.update({family: broken_all for family in expect})
-    return Row(flag, per_family, expect, base, drop, gpus, broken)
+    return Row(flag, per_family, expect, base, drop, gpus)
 
 
 C, E = CHANGE, ERROR
@@ -129,13 +120,11 @@ TRAIN_FLAGS = [
     row("--finetune 2", ssd=C, rcnn=E),
     row({"ssd": "--pretrained {tmp}/vgg16_reduced", "rcnn": "--pretrained {params_file}"}, both=C),
     row({"ssd": "--pretrained {tmp}/vgg16_reduced", "rcnn": "--pretrained {params_file}"}, base="--resume 3",
-        both=E, broken_all=f"--pretrained is ignored: {RESUME_WINS}"),
-    row("--pretrained {tmp}/vgg16_reduced", base="--finetune 2", ssd=E,
-        broken={"ssd": "--pretrained is ignored: --finetune N loads <prefix>-N instead"}),
+        both=E),
+    row("--pretrained {tmp}/vgg16_reduced", base="--finetune 2", ssd=E),
     row("--epoch 3", base="--pretrained {tmp}/vgg16_reduced", both=C),
-    row("--epoch 3", both=E, broken_all=f"--epoch (of the pretrained model) is ignored: {NO_PRETRAINED}"),
-    row("--epoch 3", base="--pretrained {params_file}", rcnn=E,
-        broken={"rcnn": "--epoch is ignored when --pretrained is a .params file (train_rcnn.load_pretrained)"}),
+    row("--epoch 3", both=E),
+    row("--epoch 3", base="--pretrained {params_file}", rcnn=E),
     row("--prefix {tmp}/q", both=C),
     row("--save-prefix {tmp}/q", both=C),
     row("--gpus 0", both=E),  # a CPU-only build
@@ -143,10 +132,9 @@ TRAIN_FLAGS = [
     row("--cpus 2", both=C),
     row("--begin-epoch 1", both=C),
     row("--start-epoch 1", both=C),
-    row("--begin-epoch 1", base="--resume 3", both=E, broken_all=f"--begin-epoch is ignored: {RESUME_WINS}"),
-    row("--begin-epoch 1", base="--finetune 2", ssd=E,
-        broken={"ssd": "--begin-epoch is ignored: --finetune N starts at epoch N"}),
-    row("--finetune 2", base="--resume 3", ssd=E, broken={"ssd": f"--finetune is ignored: {RESUME_WINS}"}),
+    row("--begin-epoch 1", base="--resume 3", both=E),
+    row("--begin-epoch 1", base="--finetune 2", ssd=E),
+    row("--finetune 2", base="--resume 3", ssd=E),
     row("--end-epoch 7", both=C),
     row("--epochs 7", both=C),
     row("--frequent 7", both=C),
@@ -162,8 +150,7 @@ TRAIN_FLAGS = [
     row("--warmup-epochs 1", both=C),
     *[row(f"--{stat}-{channel} 2", ssd=C, rcnn=E) for stat in ("mean", "std") for channel in "rgb"],
     row("--freeze ^conv", base="--pretrained {tmp}/vgg16_reduced", ssd=C),
-    row("--freeze ^conv", ssd=E, rcnn=E,
-        broken={"ssd": f"--freeze is ignored: nothing is frozen when {NO_PRETRAINED}"}),
+    row("--freeze ^conv", ssd=E, rcnn=E),
     row("--log {tmp}/x.log", both=C),
     row("--monitor 1", ssd=C, rcnn=E),
     row("--pattern conv", ssd=E, rcnn=E),  # needs --monitor N > 0
@@ -182,7 +169,7 @@ TRAIN_FLAGS = [
     row("--voc07", base="--no-voc07", both=C),  # the default: it undoes an earlier --no-voc07
     row("--voc07", base="--val-path ''", both=E),
     row("--no-voc07", both=C),
-    row("--no-voc07", base="--val-path ''", both=E, broken_all="the error names --voc07, not --no-voc07"),
+    row("--no-voc07", base="--val-path ''", both=E),
     row("--kv-store device", both=C),
     row("--cls-loss focal", ssd=C, rcnn=E),
     row("--augment flip", ssd=C, rcnn=E),
@@ -193,8 +180,7 @@ TRAIN_FLAGS = [
     row("--img-pixel-means (1,2,3)", ssd=E, rcnn=C),
     row("--img-pixel-stds (2,2,2)", ssd=E, rcnn=C),
     row("--net-fixed-params \"['conv1']\"", base="--pretrained {params_file}", rcnn=C),
-    row("--net-fixed-params \"['conv1']\"", ssd=E, rcnn=E,
-        broken={"rcnn": f"--net-fixed-params is ignored (an info line in the log) when {NO_PRETRAINED}"}),
+    row("--net-fixed-params \"['conv1']\"", ssd=E, rcnn=E),
     row("--rpn-feat-stride 8", ssd=E, rcnn=C),
     row("--rpn-anchor-scales (4,8)", ssd=E, rcnn=C),
     row("--rpn-anchor-ratios (1,)", ssd=E, rcnn=C),
@@ -231,7 +217,7 @@ EVALUATE_FLAGS = [
     row({"ssd": "--prefix {toy_checkpoint}", "rcnn": "--prefix {rcnn_prefix2}"}, both=C),
     row("--gpus 0", both=E),  # a CPU-only build
     row("--gpus ''", both=C, gpus=1),
-    row("--gpus 0", base="--cpu", gpus=1, both=E, broken_all="--gpus is ignored: --cpu wins without a word"),
+    row("--gpus 0", base="--cpu", gpus=1, both=E),
     row("--cpus 2", ssd=C, rcnn=E),
     row("--cpu", both=C, gpus=1),
     row("--data-shape 256", ssd=C, rcnn=E),
@@ -246,9 +232,7 @@ EVALUATE_FLAGS = [
     row("--no-voc07", both=C),
     row("--deploy", ssd=C, rcnn=E),
     row("--label-width 400", ssd=C, rcnn=E),
-    row("--coco", ssd=C if HAS_PYCOCOTOOLS else E, rcnn=E,
-        broken=None if HAS_PYCOCOTOOLS else {"ssd": "without pycocotools the whole set is scored first, then the "
-                                                     "error ('COCO AP needs pycocotools ...') does not name --coco"}),
+    row("--coco", ssd=C if HAS_PYCOCOTOOLS else E, rcnn=E),
     row("--plot-pr {out}/pr", both=C),
     row("--rcnn-nms-thresh 0.5", ssd=E, rcnn=C),
     row("--rcnn-conf-thresh 0.1", ssd=E, rcnn=C),
@@ -259,21 +243,19 @@ EVALUATE_FLAGS = [
 DEMO_FLAGS = [
     row("--network vgg16_reduced", both=E),  # disagrees with the run config
     row("--images {img1}", both=C),
-    row("--images {img1}", base="--dir {image_dir}", both=E,
-        broken_all="--images is ignored: --dir replaces it (as --dir's help says) without a word"),
-    row("--images {img1}", base="--video {clip}", both=E, broken_all="--images is ignored with --video"),
-    row("--dir {image_dir}", both=C),
-    row("--ext .png", base="--dir {image_dir}", both=C),
-    row("--ext .png", both=E, broken_all="--ext is ignored: it applies to --dir, and --images lists the files"),
+    row("--images {img1}", base="--dir {image_dir}", drop=("--images",), both=E),
+    row("--images {img1}", base="--video {clip}", drop=("--images",), both=E),
+    row("--dir {image_dir}", drop=("--images",), both=C),
+    row("--ext .png", base="--dir {image_dir}", drop=("--images",), both=C),
+    row("--ext .png", both=E),
     row("--epoch 1", both=C),
     row("--batch-size 2", ssd=C, rcnn=E),
-    row("--batch-size 2", base="--video {clip}", ssd=E, rcnn=E,
-        broken={"ssd": "--batch-size is ignored with --video: frames go one at a time (the batch is padded)"}),
+    row("--batch-size 2", base="--video {clip}", drop=("--images",), ssd=E, rcnn=E),
     row({"ssd": "--prefix {toy_checkpoint}", "rcnn": "--prefix {rcnn_prefix2}"}, both=C),
     row("--cpu", both=C, gpus=1),
     row("--gpu 0", both=E),  # a CPU-only build
     row("--gpu 1", both=C, gpus=2),
-    row("--gpu 1", base="--cpu", gpus=2, both=E, broken_all="--gpu is ignored: --cpu wins without a word"),
+    row("--gpu 1", base="--cpu", gpus=2, both=E),
     row("--data-shape 256", ssd=C, rcnn=E),
     *[row(f"--{stat}-{channel} 2", ssd=C, rcnn=E) for stat in ("mean", "std") for channel in "rgb"],
     row("--thresh 0.2", both=C),
@@ -281,15 +263,15 @@ DEMO_FLAGS = [
     row("--nms 0.3", base="--deploy", ssd=E),  # the deployed graph has its NMS built in
     row("--force", ssd=C, rcnn=E),  # the toy run trained without --force (the run config wins over the default)
     row("--no-force", base="--force", ssd=C),
-    row("--no-force", rcnn=E, broken={"rcnn": "the error names --force, not --no-force"}),
+    row("--no-force", rcnn=E),
     row("--nms-topk 100", ssd=C, rcnn=E),
     row("--no-timer", both=C),
     row("--deploy", ssd=C, rcnn=E),
     row("--class-names a,b,c", both=C),
-    row("--camera", both=E),  # no camera here: one line (the test skips on a machine with one)
-    row("--video {clip}", both=C),
-    row("--frame-resize 0.5", base="--video {clip}", both=C),
-    row("--frame-resize 0.5", both=E, broken_all="--frame-resize is ignored: it applies to --camera/--video"),
+    row("--camera", drop=("--images",), both=E),  # no camera here: one line (the test skips on a machine with one)
+    row("--video {clip}", drop=("--images",), both=C),
+    row("--frame-resize 0.5", base="--video {clip}", drop=("--images",), both=C),
+    row("--frame-resize 0.5", both=E),
     row("--out-dir {out}/demo", both=C),
     row("--rcnn-nms-thresh 0.5", ssd=E, rcnn=C),
     row("--rcnn-conf-thresh 0.1", ssd=E, rcnn=C),
@@ -310,8 +292,7 @@ def params(rows: list[Row]) -> list:
     out = []
     for item in rows:
         for family, expect in item.expect.items():
-            marks = [pytest.mark.xfail(strict=True, reason=item.broken[family])] if family in item.broken else []
-            out.append(pytest.param(item, family, expect, id=item.label(family), marks=marks))
+            out.append(pytest.param(item, family, expect, id=item.label(family)))
     return out
 
 
@@ -329,7 +310,6 @@ def test_every_flag_has_a_row(script):
     assert dests == covered
     for item in rows:
         assert item.expect, item
-        assert set(item.broken) <= set(item.expect), item
         for family in item.expect:
             first = item.args[family].split()[0]
             assert first in options[item.flag], item

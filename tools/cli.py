@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 from config.errors import UserError
@@ -61,7 +62,10 @@ def parse_known_given(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
     Scripts use it to refuse a flag that does not apply (rather than accept
     and ignore it), and to let explicit flags win over a saved run config.
+    ``spelled`` maps a given dest to the option string the user typed
+    (``--no-voc07`` rather than ``--voc07``), for error messages.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     saved = [(action, action.default) for action in parser._actions]
     for action, _ in saved:
@@ -72,11 +76,16 @@ def parse_known_given(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
         for action, default in saved:
             action.default = default
     args.given = set(vars(explicit))
+    typed = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
+    args.spelled = {action.dest: option for action in parser._actions for option in action.option_strings
+                    if option in typed}
     return args
 
 
-def flag_name(parser: argparse.ArgumentParser, dest: str) -> str:
-    """The first option string of ``dest`` (``nms_thresh`` -> ``--nms``)."""
+def flag_name(parser: argparse.ArgumentParser, dest: str, args: argparse.Namespace | None = None) -> str:
+    """The option string of ``dest`` the user typed, else its first one (``nms_thresh`` -> ``--nms``)."""
+    if args is not None and dest in getattr(args, "spelled", {}):
+        return args.spelled[dest]
     for action in parser._actions:
         if action.dest == dest and action.option_strings:
             return action.option_strings[0]
@@ -87,4 +96,4 @@ def refuse_given(parser: argparse.ArgumentParser, args: argparse.Namespace, dest
     """A one-line error for the first of ``dests`` given on the command line: ``<flag>: <reason>``."""
     for dest in dests:
         if dest in args.given:
-            raise UserError(f"{flag_name(parser, dest)}: {reason}")
+            raise UserError(f"{flag_name(parser, dest, args)}: {reason}")

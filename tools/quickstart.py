@@ -85,13 +85,14 @@ def main(argv=None) -> None:
          "--end-epoch", str(args.epochs), "--num-example", "-1",
          "--frequent", "10", "--seed", str(args.seed), "--log", os.path.join(out, "train.log")], steps)
     prefix = f"{model_prefix}_{NETWORK}_{DATA_SHAPE}"
-    run([py, "evaluate.py", *common, "--rec-path", os.path.join(data_dir, "val.rec"),
-         "--prefix", prefix, "--epoch", str(args.epochs), "--plot-pr", os.path.join(out, "pr")], steps)
+    # the run config (<prefix>-ssd.json) supplies network, shape, classes, pixels and NMS settings
+    run([py, "evaluate.py", "--prefix", prefix, "--epoch", str(args.epochs),
+         "--rec-path", os.path.join(data_dir, "val.rec"), "--plot-pr", os.path.join(out, "pr")], steps)
     with open(os.path.join(data_dir, "VOCdevkit", "VOCsynth", "ImageSets", "Main", "val.txt")) as f:
         val_ids = [line.strip() for line in f if line.strip()][: args.demo_images]
     images = ",".join(os.path.join(data_dir, "VOCdevkit", "VOCsynth", "JPEGImages", f"{i}.jpg") for i in val_ids)
-    run([py, "demo.py", *common[:4], "--class-names", names, "--cpu", "--prefix", prefix,
-         "--epoch", str(args.epochs), "--images", images, "--thresh", "0.5", "--out-dir", demo_dir], steps)
+    run([py, "demo.py", "--prefix", prefix, "--epoch", str(args.epochs), "--cpu", "--images", images,
+         "--thresh", "0.5", "--out-dir", demo_dir], steps)
 
     total = time.time() - start
     print("\nQuick start finished in %.1f min:" % (total / 60))
