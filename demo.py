@@ -19,7 +19,7 @@ import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import DEMO as D
 from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
-from config.fileio import atomic_write
+from config.fileio import atomic_write, commit, temporary_path
 from evaluate.evaluate_rcnn import add_rcnn_test_args
 from tools.cli import add_pixel_args, parse_known_given, refuse_given
 
@@ -184,7 +184,8 @@ def run_stream(detector, capture, args, class_names) -> None:
                 out_path = os.path.join(out_dir, os.path.splitext(os.path.basename(args.video))[0] + "_det.mp4")
                 fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
                 height, width = annotated.shape[:2]
-                writer = cv2.VideoWriter(out_path + ".tmp.mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                writer = cv2.VideoWriter(temporary_path(out_path), fourcc, fps, (width, height))
             writer.write(annotated)
             if args.show_timer:
                 print(f"frame {frames}: {len(dets)} detections ({seconds * 1000:.1f} ms)")
@@ -192,7 +193,10 @@ def run_stream(detector, capture, args, class_names) -> None:
         capture.release()
         if writer is not None:
             writer.release()
-            os.replace(out_path + ".tmp.mp4", out_path)
+            if frames:
+                commit(temporary_path(out_path), out_path)
+            elif os.path.exists(temporary_path(out_path)):
+                os.remove(temporary_path(out_path))
     if out_path:
         print(f"annotated video: {out_path} ({frames} frames)")
 

@@ -15,7 +15,7 @@ setup(
     name="mxdet",
     version="0.1.0",
     description="A working port of MXNet's example/ssd and example/rcnn",
-    python_requires=">=3.8",
+    python_requires=">=3.10",
     packages=["symbol", "dataset", "train", "evaluate", "config", "tools"],
     package_data={"dataset": ["names/*.names"]},
     install_requires=[
@@ -30,5 +30,8 @@ setup(
         "gpu": [MXNET_GPU],
         "coco": ["pycocotools"],
         "test": [MXNET_CPU, "pytest", "ruff", "pycocotools"],
+        # peer toolkits whose model code tests tools/convert_weights.py (CPU torch wheel;
+        # gluoncv 0.10.5 runs on mxnet 1.9.1, and numpy<1.24 above keeps its scipy/pandas old enough)
+        "peers": ["torch==2.13.0", "torchvision==0.28.0", "gluoncv==0.10.5"],
     },
 )

@@ -17,13 +17,22 @@ class UserError(Exception):
 
 
 def short_mxnet_message(err: BaseException) -> str:
-    """The reason inside an MXNetError, without the C++ stack trace around it."""
-    text = str(err).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Stack trace", "[bt]", "File ")):
+    """The reason inside an MXNetError, without the C++ stack trace around it.
+
+    mxnet 1.9.1 formats its errors as ``Traceback ... File "src/x.cc", line N /
+    MXNetError: Check failed: <expression>: <reason>``; the reason is what a user
+    can act on (``Invalid NDArray file format``).
+    """
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("MXNetError:"):
+            message = line[len("MXNetError:"):].strip()
+            parts = message.split(": ", 2)
+            return parts[2] if len(parts) == 3 and parts[0] == "Check failed" else message
+    for line in lines:
+        if not line.startswith(("Traceback", "Stack trace", "[bt]", "File ")):
             return line
-    return text.splitlines()[0] if text else type(err).__name__
+    return lines[0] if lines else type(err).__name__
 
 
 def run_cli(main: Callable[[], object]) -> None:

@@ -25,7 +25,8 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _commit(tmp: str, path: str) -> None:
+def commit(tmp: str, path: str) -> None:
+    """Sync ``tmp`` and rename it to ``path`` (for writers that stream into :func:`temporary_path`)."""
     _fsync(tmp)
     os.replace(tmp, path)
     with contextlib.suppress(OSError):  # some file systems cannot sync a folder
@@ -40,7 +41,7 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator:
     try:
         with open(tmp, mode, **kwargs) as f:
             yield f
-        _commit(tmp, path)
+        commit(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -57,7 +58,7 @@ def atomic_write(path: str, write: Callable[[str], object]) -> str:
     tmp = temporary_path(path)
     try:
         write(tmp)
-        _commit(tmp, path)
+        commit(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -46,3 +46,16 @@ def test_run_cli_prints_one_line_and_exits_2():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr == "error: --flag x: bad value\n"
+
+
+def test_mxnet_errors_keep_their_reason_not_the_traceback_line():
+    from config.errors import short_mxnet_message
+
+    params = ('Traceback (most recent call last):\n  File "../src/ndarray/ndarray.cc", line 1860\n'
+              "MXNetError: Check failed: fi->Read(data): Invalid NDArray file format")
+    record = ('Traceback (most recent call last):\n  File "../3rdparty/dmlc-core/src/recordio.cc", line 71\n'
+              "MXNetError: Check failed: stream_->Read(BeginPtr(*out_rec) + size, upper_align) == upper_align: "
+              "Invalid RecordIO File upper_align=9792")
+    assert short_mxnet_message(Exception(params)) == "Invalid NDArray file format"
+    assert short_mxnet_message(Exception(record)) == "Invalid RecordIO File upper_align=9792"
+    assert short_mxnet_message(Exception("MXNetError: out of memory")) == "out of memory"

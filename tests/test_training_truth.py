@@ -172,6 +172,7 @@ def test_keep_prunes_old_epochs_and_resume_auto_still_continues(synthetic_rec, t
     assert checkpoint.saved_epochs(prefix) == [3, 4]
     assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".states")) == ["ssd-0003.states", "ssd-0004.states"]
     assert os.path.isfile(checkpoint.params_path(prefix + "-best", 0))  # never pruned
+    assert load_run_config(prefix + "-best").prefix == prefix + "-best"  # usable with --prefix alone
     result = run_toy(synthetic_rec, prefix, 5, keep=2, resume="auto")
     assert result["begin_epoch"] == 4 and checkpoint.saved_epochs(prefix) == [4, 5]
     assert checkpoint.prune_checkpoints(prefix, 0) == []  # 0 keeps everything

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 
 from config.errors import UserError, run_cli
+from config.fileio import commit
 from dataset.concat_db import ConcatDB
 from dataset.imdb import LABEL_HEADER_WIDTH, OBJECT_WIDTH, Imdb, ListStats
 from dataset.mscoco import Coco
@@ -164,7 +165,7 @@ def pack(imdb: Imdb, target: str, root: str, args: argparse.Namespace) -> ListSt
         if packed != stats.images:
             raise UserError(f"{target}: im2rec.py packed {packed} of {stats.images} images")
         for ext in (".rec", ".idx", ".lst"):
-            os.replace(tmp_prefix + ext, os.path.join(out_dir, stem + ext))
+            commit(tmp_prefix + ext, os.path.join(out_dir, stem + ext))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return stats

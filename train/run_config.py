@@ -33,7 +33,9 @@ def family_of(cfg: TrainConfig) -> str:
 def save_run_config(cfg: TrainConfig, prefix: str | None = None) -> str:
     """Write ``cfg`` as ``<prefix>-<family>.json`` (``prefix`` defaults to ``cfg.prefix``); returns the path."""
     family = family_of(cfg)
-    path = run_config_path(prefix or cfg.prefix, family)
+    if prefix is not None:
+        cfg = dataclasses.replace(cfg, prefix=prefix)
+    path = run_config_path(cfg.prefix, family)
     with atomic_open(path) as f:
         json.dump({"family": family, "config": dataclasses.asdict(cfg)}, f, indent=1)
     return path
