@@ -21,7 +21,7 @@ from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from config.fileio import atomic_write, commit, temporary_path
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_pixel_args, parse_known_given, refuse_given
+from tools.cli import add_pixel_args, parse_known_given, refuse_given, require_writable_dir
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
 
@@ -99,6 +99,17 @@ def resize_frame(frame, how):
     return cv2.resize(frame, None, fx=how, fy=how)
 
 
+def jpeg_truncated(path: str) -> bool:
+    """A JPEG file without its end-of-image marker: libjpeg decodes it with a grey lower part and
+    only an anonymous warning, so the file is named here."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(max(0, os.path.getsize(path) - 64))
+        tail = f.read().rstrip(b"\x00\r\n ")
+    return not tail.endswith(b"\xff\xd9")
+
+
 def run_images(detector, paths, args, class_names) -> int:
     """Detect in each image; returns how many could not be read."""
     import cv2
@@ -116,6 +127,9 @@ def run_images(detector, paths, args, class_names) -> int:
             print(f"error: {path}: {reason}", file=sys.stderr)
             failed += 1
         else:
+            if jpeg_truncated(path):
+                print(f"warning: {path}: the JPEG is cut short (no end marker); its lower part is missing "
+                      "and detections there are meaningless", file=sys.stderr)
             readable.append((path, image))
     for start in range(0, len(readable), args.batch_size):
         chunk = readable[start:start + args.batch_size]
@@ -244,6 +258,8 @@ def main(argv=None) -> int:
     if args.batch_size <= 0:
         raise UserError(f"--batch-size {args.batch_size}: must be positive")
     check_inputs(parser, args)
+    if args.out_dir:
+        require_writable_dir("--out-dir", os.path.join(args.out_dir, "demo.jpg"))
     if args.camera or args.video:
         paths, capture = None, open_stream(args)
     else:

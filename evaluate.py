@@ -14,13 +14,14 @@ refused for it (and the R-CNN test flags for SSD).
 """
 import argparse
 import logging
+import os
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import EVALUATE as D
 from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_device_args, add_pixel_args, parse_known_given, refuse_given
+from tools.cli import add_device_args, add_pixel_args, parse_known_given, refuse_given, require_writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +109,8 @@ def main(argv=None) -> None:
         raise UserError(f"--num-batch {args.num_batch}: must be positive")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size {args.batch_size}: must be positive")
+    if args.plot_pr:
+        require_writable_dir("--plot-pr", os.path.join(args.plot_pr, "pr.png"))
     settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
     result = evaluate_model(settings, args, ctx)
     print(format_ap_table(result["aps"], result["mAP"]))

@@ -19,7 +19,16 @@ import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import RCNN_TRAIN
 from config.defaults import TRAIN as D
 from config.errors import UserError, run_cli
-from tools.cli import add_device_args, add_pixel_args, parse_class_names, parse_known_given, pixel_stats, refuse_given
+from tools.cli import (
+    add_device_args,
+    add_pixel_args,
+    parse_class_names,
+    parse_known_given,
+    pixel_stats,
+    refuse_given,
+    require_number,
+    require_writable_dir,
+)
 
 # Flags whose default depends on the family (None on the command line): SSD's from TRAIN, R-CNN's from RCNN_TRAIN.
 FAMILY_DEFAULTS = ("batch_size", "pretrained", "prefix", "end_epoch", "frequent", "lr", "lr_steps")
@@ -319,10 +328,28 @@ def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
     )
 
 
+def check_values(args: argparse.Namespace) -> None:
+    """Numbers that would train garbage, crash mxnet or do nothing are one-line errors up front."""
+    require_number("--lr", args.lr, 0, above=True)
+    require_number("--lr-factor", args.lr_factor, 0, above=True)
+    require_number("--momentum", args.momentum, 0, below=1)
+    require_number("--wd", args.wd, 0)
+    require_number("--warmup-epochs", args.warmup_epochs, 0)
+    require_number("--batch-size", args.batch_size, 1)
+    require_number("--num-class", args.num_class, 1)
+    require_number("--end-epoch", args.end_epoch, 1)
+    require_number("--begin-epoch", args.begin_epoch, 0)
+    require_number("--frequent", args.frequent, 1)
+    require_number("--keep", args.keep, 0)
+    require_number("--label-width", args.label_width, 7)
+    require_number("--data-shape", args.data_shape, 1)
+
+
 def build_run(argv=None) -> tuple:
     """``(config, contexts)`` of a command line, every flag checked; nothing is trained or written."""
     parser = build_parser()
     args = parse_known_given(parser, argv)
+    check_values(args)
     from config.devices import parse_devices
 
     ctx = parse_devices(args.gpus, args.cpus)
@@ -330,11 +357,16 @@ def build_run(argv=None) -> tuple:
     from symbol.symbol_factory import NETWORKS
 
     if args.network in RCNN_NETWORKS:
-        return rcnn_config(parser, args, ctx), ctx
-    if args.network not in NETWORKS:
-        known = ", ".join(sorted(NETWORKS) + sorted(RCNN_NETWORKS))
-        raise UserError(f"--network {args.network}: unknown network; known: {known}")
-    return ssd_config(parser, args), ctx
+        run = rcnn_config(parser, args, ctx)
+    else:
+        if args.network not in NETWORKS:
+            known = ", ".join(sorted(NETWORKS) + sorted(RCNN_NETWORKS))
+            raise UserError(f"--network {args.network}: unknown network; known: {known}")
+        run = ssd_config(parser, args)
+    require_writable_dir("--prefix", run.prefix)
+    if run.log_file:
+        require_writable_dir("--log", run.log_file)
+    return run, ctx
 
 
 def main(argv=None) -> None:

@@ -13,6 +13,7 @@ Defaults are the original example/ssd and example/rcnn values, taken from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from config.defaults import RCNN_TRAIN, TRAIN
 
@@ -64,7 +65,10 @@ class SSDConfig(TrainConfig):
     as seed 003 describes (see :func:`train.train_net.train_ssd`).
     ``mean_pixels``/``std_pixels`` are RGB. ``nms_*``/``force_suppress`` go
     into the ``MultiBoxDetection`` node; ``label_width`` is the padded label
-    width of the records (2 + 6 x objects).
+    width of the records (2 + 6 x objects). ``anchors`` (None: the network's
+    preset) overrides the preset's anchor settings with ``get_symbol`` keywords
+    (``sizes``, ``ratios``, ``steps``, ``anchor_clip``); tools/convert_weights.py
+    writes it so that a converted model keeps its own toolkit's anchors.
     """
 
     batch_size: int = TRAIN["batch_size"]
@@ -84,6 +88,7 @@ class SSDConfig(TrainConfig):
     monitor_pattern: str = TRAIN["pattern"]
     cls_loss: str = TRAIN["cls_loss"]
     augment: str = "ssd"
+    anchors: dict[str, Any] | None = None
 
 
 @dataclass

@@ -54,6 +54,8 @@ class ListStats(NamedTuple):
     images: int
     objects: int
     max_objects: int  # the most objects in one image; the packed label needs 2 + 6 x this
+    without_objects: tuple[str, ...] = ()  # images left out: no object to learn from
+    repeated: tuple[str, ...] = ()  # images listed more than once (each is packed every time)
 
 
 class BadEntryError(Exception):
@@ -100,6 +102,22 @@ def describe_classes(classes: Sequence[str], limit: int = 8) -> str:
     if len(classes) <= limit:
         return ", ".join(classes)
     return ", ".join(classes[:limit]) + f", ... ({len(classes)} classes)"
+
+
+# EXIF orientations that swap width and height
+EXIF_ROTATIONS = {5: "transposed", 6: "rotated 90 degrees clockwise", 7: "transversed",
+                  8: "rotated 90 degrees counter-clockwise"}
+
+
+def exif_orientation(path: str) -> int | None:
+    """The EXIF orientation tag (1-8) of an image file, or None."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.getexif().get(0x0112)
+    except Exception:  # not an image PIL reads, or no EXIF: no tag
+        return None
 
 
 def read_image_checked(path: str) -> np.ndarray:
@@ -182,8 +200,13 @@ class Imdb:
                 return err
             size = self.image_size_from_index(index)
             if size is not None and (img.shape[1], img.shape[0]) != tuple(size):
-                return BadEntryError(path, f"image is {img.shape[1]}x{img.shape[0]} but its annotation "
-                                           f"says {size[0]}x{size[1]}", kind="image size differs from annotation")
+                reason = f"image is {img.shape[1]}x{img.shape[0]} but its annotation says {size[0]}x{size[1]}"
+                orientation = exif_orientation(path)
+                if orientation in EXIF_ROTATIONS and (img.shape[0], img.shape[1]) == tuple(size):
+                    reason += (f": its EXIF orientation tag ({orientation}: {EXIF_ROTATIONS[orientation]}) makes "
+                               "OpenCV and im2rec rotate it, and the boxes were drawn on the stored pixels; "
+                               "save it rotated (e.g. mogrify -auto-orient) and annotate that, or strip the tag")
+                return BadEntryError(path, reason, kind="image size differs from annotation")
             return None
 
         indices = [i for i in range(self.num_images) if i not in self._excluded]
@@ -209,23 +232,29 @@ class Imdb:
         fname = fname or self.name + ".lst"
         lines = []
         num_objects = max_objects = 0
+        without_objects, seen, repeated = [], set(), []
         for index in range(self.num_images):
             if index in self._excluded:
                 continue
             label = self.label_from_index(index)
-            if label.size == 0:
-                continue
-            label = np.asarray(label, dtype=np.float64).reshape(len(label), -1)
             path = self.image_path_from_index(index)
+            if label.size == 0:
+                without_objects.append(path)
+                continue
+            if path in seen:
+                repeated.append(path)
+            seen.add(path)
+            label = np.asarray(label, dtype=np.float64).reshape(len(label), -1)
             path = os.path.relpath(path, root) if root else os.path.abspath(path)
             values = [f"{v:.4f}" for v in label.ravel()]
             lines.append("\t".join([str(index), str(LABEL_HEADER_WIDTH), str(label.shape[1]), *values, path]) + "\n")
             num_objects += len(label)
             max_objects = max(max_objects, len(label))
         if not lines:
-            raise UserError(f"{self.name}: no labelled images to write to {fname}")
+            raise UserError(f"{self.name}: no image with objects to pack ({len(without_objects)} images, none "
+                            "with an object)")
         if shuffle:
             random.Random(seed).shuffle(lines)
         with atomic_open(fname, "w", encoding="utf-8") as f:
             f.writelines(lines)
-        return ListStats(len(lines), num_objects, max_objects)
+        return ListStats(len(lines), num_objects, max_objects, tuple(without_objects), tuple(repeated))

@@ -53,22 +53,6 @@ def _check_record_file(path: str, what: str) -> None:
         raise UserError(f"{path}: not a RecordIO file (pack one with tools/prepare_dataset.py)")
 
 
-def count_images(path_imgrec: str, path_imglist: str = "") -> int:
-    """Images one epoch of ``DetRecordIter`` yields: the lines of the list file when one is given,
-    else of the ``.idx`` beside the record, else a scan of the record headers."""
-    index = path_imglist or os.path.splitext(path_imgrec)[0] + ".idx"
-    if os.path.isfile(index):
-        with open(index) as f:
-            return sum(1 for line in f if line.strip())
-    _check_record_file(path_imgrec, "record file")
-    reader = mx.recordio.MXRecordIO(path_imgrec, "r")
-    count = 0
-    while reader.read() is not None:
-        count += 1
-    reader.close()
-    return count
-
-
 class DetRecordIter(mx.io.DataIter):
     """Detection data iterator over ``ImageDetRecordIter``.
 

@@ -61,6 +61,8 @@ class PascalVoc(Imdb):
             raise UserError(f"{index_file}: image-set file not found")
         with open(index_file, encoding="utf-8") as f:
             ids = [line.split()[0] for line in f if line.strip()]
+        if not ids:
+            raise UserError(f"{index_file}: lists no images")
         ids = self._shuffled(ids, shuffle)
 
         if is_train:

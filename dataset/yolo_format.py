@@ -53,6 +53,8 @@ class YoloFormat(Imdb):
                 raise UserError(f"{path}: {what} not found")
         with open(list_file, encoding="utf-8") as f:
             entries = [line.strip() for line in f if line.strip()]
+        if not entries:
+            raise UserError(f"{list_file}: lists no images")
         entries = self._shuffled(entries, shuffle)
 
         self.image_set_index, self.labels = [], []

@@ -16,10 +16,15 @@ import mxnet as mx
 from config.config import cfg
 from config.errors import UserError
 from dataset.iterator import DetRecordIter
+from dataset.record_scan import scan_labels
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.scoring import score_unpadded
 from symbol.symbol_factory import get_symbol
 from train.checkpoint import check_params_fit, load_checkpoint
+from train.run_config import load_run_config
+
+# the keys of SSDConfig.anchors: get_symbol keywords that replace the network preset's anchors
+ANCHOR_KEYS = ("sizes", "ratios", "steps", "anchor_clip")
 
 
 def model_prefix(prefix: str, network: str, data_shape: int) -> str:
@@ -33,14 +38,28 @@ def deploy_prefix(prefix: str) -> str:
     return os.path.join(directory, f"deploy_{base}")
 
 
+def saved_anchors(prefix: str) -> dict:
+    """The anchor settings saved in the run config beside ``prefix`` (``SSDConfig.anchors``), or ``{}``.
+
+    A converted model (tools/convert_weights.py) keeps its own toolkit's anchors this way;
+    a model trained here has none and uses the network's preset.
+    """
+    anchors = getattr(load_run_config(prefix), "anchors", None) or {}
+    unknown = sorted(set(anchors) - set(ANCHOR_KEYS))
+    if unknown:
+        raise UserError(f"{prefix}-ssd.json: unknown anchor setting {unknown[0]!r} (known: {', '.join(ANCHOR_KEYS)})")
+    return dict(anchors)
+
+
 def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_classes: int,
                     nms_thresh: float = 0.45, force_suppress: bool = False, nms_topk: int = 400,
                     deploy: bool = False) -> tuple:
     """(test symbol, arg_params, aux_params) for a checkpoint, or its deployed copy.
 
     With ``deploy`` the symbol is the JSON written by tools/deploy.py (no loss
-    layers); otherwise the test graph is rebuilt from ``network`` and the
-    training checkpoint's weights are loaded into it. A class count that does
+    layers); otherwise the test graph is rebuilt from ``network``, with the anchor
+    settings of the run config beside ``prefix`` if it has any (:func:`saved_anchors`),
+    and the training checkpoint's weights are loaded into it. A class count that does
     not fit the weights is a one-line error.
     """
     model_prefix = deploy_prefix(prefix)
@@ -51,7 +70,7 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
     else:
         _, args, auxs = load_checkpoint(prefix, epoch, flag="--prefix/--epoch")
         symbol = get_symbol(network, data_shape, num_classes=num_classes, nms_thresh=nms_thresh,
-                            force_suppress=force_suppress, nms_topk=nms_topk)
+                            force_suppress=force_suppress, nms_topk=nms_topk, **saved_anchors(prefix))
     source = f"{model_prefix if deploy else prefix}-{epoch:04d}.params"
     check_params_fit(symbol, args, auxs, {"data": (1, 3, data_shape, data_shape)}, source, num_classes,
                      require_all=True)
@@ -84,6 +103,7 @@ def evaluate_net(
     # record iterator has written its log lines, so the user sees one line
     symbol, args, auxs = load_test_model(net, model_prefix, epoch, data_shape, num_classes, nms_thresh,
                                          force_nms, nms_topk, deploy_net)
+    scan_labels(path_imgrec, path_imglist, num_classes)
     data_shape_3 = (3, data_shape, data_shape)
     eval_iter = DetRecordIter(path_imgrec, batch_size, data_shape_3, mean_pixels=mean_pixels,
                               std_pixels=std_pixels, label_pad_width=label_pad_width,
@@ -96,7 +116,7 @@ def evaluate_net(
     metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
     metrics = [metric]
     if coco:
-        from dataset.record_sizes import image_sizes
+        from dataset.record_scan import image_sizes
         from evaluate.coco_eval import COCOMApMetric
 
         # COCO splits small/medium/large by area in original-image pixels: one

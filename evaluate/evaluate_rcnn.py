@@ -24,6 +24,7 @@ import numpy as np
 from config.errors import UserError
 from config.train_config import RCNNConfig
 from dataset.rcnn_loader import preprocess, resize_scale
+from dataset.record_scan import scan_labels
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.rcnn_detect import RCNNDetector, detect_rec, update_metric
 from symbol.rcnn_factory import get_rcnn_test
@@ -92,6 +93,7 @@ def evaluate_rcnn(
     if not os.path.isfile(rec_path):
         raise UserError(f"--rec-path {rec_path}: file not found")
     args, auxs = load_rcnn_weights(cfg, prefix, epoch, num_classes)
+    scan_labels(rec_path, num_classes=num_classes)
     tic = time.time()
     detections, labels = detect_rec((args, auxs), rec_path, cfg, num_classes, ctx, num_images)
     elapsed = time.time() - tic

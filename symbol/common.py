@@ -81,10 +81,30 @@ def _format_tuple(values: Sequence[float]) -> str:
     return "(" + ",".join(str(v) for v in values) + ")"
 
 
+def clamp_anchor_centre_form(anchors: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
+    """Corner anchors ``[1, N, 4]`` with their centre form ``(cx, cy, w, h)`` clamped to [0, 1]: ``[1, N, 4]``.
+
+    ssd.pytorch's ``PriorBox`` with ``clip=True`` (``clamp_(0, 1)`` on its ``[cx, cy, w, h]`` rows) and
+    GluonCV's ``SSDAnchorGenerator(clip=True)`` do this: an anchor wider or taller than the image keeps its
+    centre and becomes as wide or tall as the image; every other anchor is unchanged. MultiBoxPrior's own
+    ``clip`` cuts the corners at the border instead, which also shrinks and moves every anchor that merely
+    crosses it, so it cannot reproduce those anchors.
+    """
+    corners = mx.sym.reshape(anchors, shape=(0, -1, 2, 2), name=f"{name}_corners")  # [1, N, tl|br, x|y]
+    centre = mx.sym.mean(corners, axis=2, name=f"{name}_centre")  # [1, N, 2]
+    bottom_right = mx.sym.slice_axis(anchors, axis=2, begin=2, end=4, name=f"{name}_bottom_right")
+    half = mx.sym.elemwise_sub(bottom_right, centre, name=f"{name}_half_size")  # [1, N, 2]: (w/2, h/2)
+    centre = mx.sym.clip(centre, 0.0, 1.0, name=f"{name}_centre_clamped")
+    half = mx.sym.clip(half, 0.0, 0.5, name=f"{name}_half_size_clamped")  # w, h in [0, 1]
+    return mx.sym.concat(mx.sym.elemwise_sub(centre, half, name=f"{name}_top_left"),
+                         mx.sym.elemwise_add(centre, half, name=f"{name}_bottom_right_clamped"),
+                         dim=2, name=name)
+
+
 def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int, sizes: Sequence = (.2, .95),
                    ratios: Sequence = (1,), normalization: int | Sequence[int] = -1,
                    num_channels: Sequence[int] = (), clip: bool = False, interm_layer: int = 0,
-                   steps: Sequence[float] = ()) -> list[mx.sym.Symbol]:
+                   steps: Sequence[float] = (), anchor_clip: bool = False) -> list[mx.sym.Symbol]:
     """Location and class prediction heads plus anchors for every feature map.
 
     Parameters
@@ -100,9 +120,11 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int, sizes
         list of the config); only read for normalised layers, whose scale shape needs it.
         (The original popped this list in order, which picks the wrong count when a layer other
         than the first is normalised.)
-    clip : clip anchors to the image.
+    clip : clip anchors to the image (MultiBoxPrior's ``clip``: corners cut at the border).
     interm_layer : if > 0, a 3x3 conv + ReLU with this many filters before the heads.
     steps : per-layer anchor step (normalised to the image); empty = ``1 / feature size``.
+    anchor_clip : clamp each anchor's centre form ``(cx, cy, w, h)`` to [0, 1]
+        (:func:`clamp_anchor_centre_form`: ssd.pytorch's ``PriorBox(clip=True)``).
 
     Returns
     -------
@@ -164,6 +186,8 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int, sizes
         anchors = mx.sym.contrib.MultiBoxPrior(from_layer, sizes=_format_tuple(size),
                                                ratios=_format_tuple(ratio), clip=clip, steps=step,
                                                name=f"{from_name}_anchors")
+        if anchor_clip:
+            anchors = clamp_anchor_centre_form(anchors, f"{from_name}_anchors_clamped")
         anchor_layers.append(mx.sym.Flatten(data=anchors))
 
     loc_preds = mx.sym.Concat(*loc_pred_layers, num_args=num_layers, dim=1, name="multibox_loc_pred")

@@ -36,11 +36,12 @@ def import_module(module_name: str) -> ModuleType:
 def _heads(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
            strides: Sequence[int], pads: Sequence[int], sizes: Sequence, ratios: Sequence,
            normalizations: int | Sequence[int], steps: Sequence[float], min_filter: int,
-           base_kwargs: dict) -> list[mx.sym.Symbol]:
+           base_kwargs: dict, anchor_clip: bool = False) -> list[mx.sym.Symbol]:
     body = import_module(network).get_symbol(num_classes, **base_kwargs)
     layers = multi_layer_feature(body, from_layers, num_filters, strides, pads, min_filter=min_filter)
     return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios, normalization=normalizations,
-                          num_channels=num_filters, clip=False, interm_layer=0, steps=steps)
+                          num_channels=num_filters, clip=False, interm_layer=0, steps=steps,
+                          anchor_clip=anchor_clip)
 
 
 def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchor_boxes: mx.sym.Symbol,
@@ -100,7 +101,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
                      strides: Sequence[int], pads: Sequence[int], sizes: Sequence, ratios: Sequence,
                      normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (),
                      min_filter: int = 128, nms_thresh: float = 0.5, force_suppress: bool = False,
-                     nms_topk: int = 400, cls_loss: str = "softmax", **kwargs) -> mx.sym.Symbol:
+                     nms_topk: int = 400, cls_loss: str = "softmax", anchor_clip: bool = False,
+                     **kwargs) -> mx.sym.Symbol:
     """SSD training graph, inputs ``data`` ``[B, 3, H, W]`` and ``label`` ``[B, M, >=5]``.
 
     ``label`` rows are ``(cls, xmin, ymin, xmax, ymax, ...)`` normalised to [0, 1], padded with
@@ -123,6 +125,10 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     positives and 3:1 hard-mined negatives) or ``'focal'`` (:func:`symbol.losses.softmax_focal_output`
     on every anchor, without negative mining). Both give the same ``cls_prob`` output.
 
+    ``anchor_clip`` clamps the anchors' centre form ``(cx, cy, w, h)`` to [0, 1], as ssd.pytorch's
+    ``PriorBox(clip=True)`` does (:func:`symbol.common.clamp_anchor_centre_form`); False (the default)
+    keeps MultiBoxPrior's anchors as they are, the original's graph.
+
     Returns ``Group([cls_prob, loc_loss, cls_label, det_out])``:
     ``cls_prob`` ``[B, C+1, N]`` class probabilities (the classification loss head),
     ``loc_loss`` ``[B, N*4]`` smooth-L1 terms (the localisation loss head),
@@ -134,7 +140,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
         raise UserError(f"--cls-loss: unknown loss {cls_loss!r}; choose one of {', '.join(CLS_LOSSES)}")
     label = mx.sym.Variable("label")
     loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
-                                                sizes, ratios, normalizations, steps, min_filter, kwargs)
+                                                sizes, ratios, normalizations, steps, min_filter, kwargs,
+                                                anchor_clip)
     # focal loss replaces hard negative mining: every unmatched anchor is a background target
     negative_mining_ratio = 3 if cls_loss == "softmax" else -1
     loc_target, loc_target_mask, cls_target = mx.sym.contrib.MultiBoxTarget(
@@ -160,7 +167,7 @@ def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_f
                sizes: Sequence, ratios: Sequence, strides: Sequence[int], pads: Sequence[int],
                normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (), min_filter: int = 128,
                nms_thresh: float = 0.5, force_suppress: bool = False, nms_topk: int = 400,
-               **kwargs) -> mx.sym.Symbol:
+               anchor_clip: bool = False, **kwargs) -> mx.sym.Symbol:
     """SSD test graph: ``data`` ``[B, 3, H, W]`` to ``detection`` ``[B, N, 6]``.
 
     Rows are ``(cls, score, xmin, ymin, xmax, ymax)``, coordinates normalised to [0, 1];
@@ -172,6 +179,7 @@ def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_f
     """
     kwargs.pop("cls_loss", None)
     loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
-                                                sizes, ratios, normalizations, steps, min_filter, kwargs)
+                                                sizes, ratios, normalizations, steps, min_filter, kwargs,
+                                                anchor_clip)
     cls_prob = mx.sym.softmax(data=cls_preds, axis=1, name="cls_prob")
     return _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk)

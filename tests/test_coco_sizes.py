@@ -1,6 +1,6 @@
 """COCO's small/medium/large split in original-image pixels.
 
-``dataset.record_sizes.image_sizes`` reads every packed image's (width,
+``dataset.record_scan.image_sizes`` reads every packed image's (width,
 height) from its JPEG/PNG header, ``COCOMApMetric`` scales each image's
 normalised boxes by its own size, and ``evaluate_net --coco`` wires the two
 together in the order the evaluation iterator yields images.
@@ -14,7 +14,7 @@ import pytest
 from data_helpers import read_lst, read_rec_labels
 
 from config.errors import UserError
-from dataset.record_sizes import encoded_size, header_size, image_sizes
+from dataset.record_scan import encoded_size, header_size, image_sizes
 
 
 def record_ids(rec_path: str) -> list[int]:

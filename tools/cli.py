@@ -5,8 +5,10 @@ The error contract itself (``UserError``, ``run_cli``) lives in :mod:`config.err
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from config.errors import UserError
@@ -47,6 +49,8 @@ def parse_class_names(value: str, num_class: int | None = None, default: str | N
         with open(value) as f:
             names = [line.strip() for line in f if line.strip()]
         source = f"--class-names {value}"
+        if not names:
+            raise UserError(f"{source}: the file lists no class names")
     else:
         names = [n.strip() for n in (value or "").split(",") if n.strip()]
         source = "--class-names"
@@ -97,3 +101,30 @@ def refuse_given(parser: argparse.ArgumentParser, args: argparse.Namespace, dest
     for dest in dests:
         if dest in args.given:
             raise UserError(f"{flag_name(parser, dest, args)}: {reason}")
+
+
+def require_number(flag: str, value: float | None, minimum: float, *, above: bool = False,
+                   below: float | None = None) -> None:
+    """A one-line error unless ``value`` is finite and ``>= minimum`` (``> minimum`` with ``above``),
+    and ``< below`` when given. ``--lr nan`` used to train to the end without updating a weight."""
+    if value is None:
+        return
+    too_low = value <= minimum if above else value < minimum
+    if not math.isfinite(value) or too_low or (below is not None and value >= below):
+        bound = f"{'>' if above else '>='} {minimum:g}" + (f" and < {below:g}" if below is not None else "")
+        raise UserError(f"{flag} {value}: must be a number {bound}")
+
+
+def require_writable_dir(flag: str, path: str) -> None:
+    """A one-line error unless the folder of ``path`` exists (it is created) and takes a file.
+
+    Checked before the work starts: training used to find an unwritable
+    ``--prefix`` after its first epoch.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {path}: cannot write to {directory} ({err.strerror})") from None

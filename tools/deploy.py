@@ -12,7 +12,7 @@ import dataclasses
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import DEPLOY as D
 from config.errors import UserError, run_cli
-from tools.cli import parse_known_given
+from tools.cli import parse_known_given, require_writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def main(argv=None) -> None:
 
     args.prefix = args.prefix or D["prefix"]
     settings = resolve_inference(parser, args, D["prefix"], "", D["prefix"])
+    require_writable_dir("--prefix", settings.prefix)
     if settings.is_rcnn:
         raise UserError(f"--prefix {settings.prefix}: a Faster R-CNN run; tools/deploy.py writes SSD graphs")
     out = deploy(settings.network, settings.prefix, args.epoch, settings.data_shape, settings.num_classes,

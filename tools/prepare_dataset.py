@@ -31,6 +31,7 @@ from dataset.imdb import LABEL_HEADER_WIDTH, OBJECT_WIDTH, Imdb, ListStats
 from dataset.mscoco import Coco
 from dataset.pascal_voc import PascalVoc
 from dataset.yolo_format import YoloFormat
+from tools.cli import require_writable_dir
 
 LAYOUTS = """data set layouts (--root):
   pascal  ROOT/VOC<year>/{JPEGImages,Annotations,ImageSets/Main/<set>.txt}
@@ -173,6 +174,7 @@ def pack(imdb: Imdb, target: str, root: str, args: argparse.Namespace) -> ListSt
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    require_writable_dir("--target", args.target)
     start = time.time()
     print(f"reading {args.dataset} annotations ({args.set}) under {args.root} ...", flush=True)
     imdb = load_imdb(args)
@@ -186,8 +188,18 @@ def main(argv: list[str] | None = None) -> int:
           f"({', '.join(imdb.classes[:5])}{', ...' if imdb.num_classes > 5 else ''}) to {base}.lst/.rec/.idx "
           f"in {time.time() - start:.1f}s; at most {stats.max_objects} objects per image "
           f"(needs --label-width >= {LABEL_HEADER_WIDTH + OBJECT_WIDTH * stats.max_objects})"
-          + (f"; dropped {len(imdb.dropped)} bad image(s)" if imdb.dropped else ""))
+          + (f"; dropped {len(imdb.dropped)} bad image(s)" if imdb.dropped else "")
+          + _notice(stats.without_objects, "left out {} image(s) without objects")
+          + _notice(stats.repeated, "{} image(s) listed more than once, packed each time"))
     return 0
+
+
+def _notice(paths: tuple, text: str, limit: int = 3) -> str:
+    """``; <text> (a, b, c, ...)`` for the summary line, or '' when ``paths`` is empty."""
+    if not paths:
+        return ""
+    names = ", ".join(os.path.basename(p) for p in paths[:limit]) + (", ..." if len(paths) > limit else "")
+    return "; " + text.format(len(paths)) + f" ({names})"
 
 
 if __name__ == "__main__":

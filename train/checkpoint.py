@@ -20,11 +20,12 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pickle
 import re
 
 import mxnet as mx
 
-from config.errors import UserError
+from config.errors import UserError, short_mxnet_message
 from config.fileio import atomic_write
 
 
@@ -80,20 +81,79 @@ def resolve_resume(resume: str | int, prefix: str) -> int:
         raise UserError(f"--resume {resume!r}: expected an epoch number, -1 or 'auto'") from None
 
 
+class CorruptCheckpointError(UserError):
+    """A checkpoint file that exists but cannot be loaded (cut short, overwritten, not a checkpoint)."""
+
+
+def load_params_file(path: str) -> dict:
+    """``{'arg:name' | 'aux:name': NDArray}`` of a ``.params`` file; :class:`CorruptCheckpointError`
+    naming the file when mxnet cannot read it (instead of mxnet's C++ trace)."""
+    try:
+        loaded = mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise CorruptCheckpointError(f"{path}: cannot be loaded ({short_mxnet_message(err)}); the file is cut "
+                                     "short or not a .params file") from None
+    if not isinstance(loaded, dict) or not loaded:
+        raise CorruptCheckpointError(f"{path}: holds no named parameters")
+    return loaded
+
+
 def load_checkpoint(prefix: str, epoch: int, flag: str = "--prefix/--epoch") -> tuple:
-    """(symbol, arg_params, aux_params), or a one-line error naming the missing file."""
+    """(symbol, arg_params, aux_params), or a one-line error naming the missing or unreadable file."""
     path = params_path(prefix, epoch)
     if not os.path.isfile(path):
         have = saved_epochs(prefix)
         hint = f"; saved epochs: {', '.join(map(str, have))}" if have else ""
         raise UserError(f"{flag}: checkpoint {path} does not exist{hint}")
     symbol = None
-    if os.path.isfile(f"{prefix}-symbol.json"):
-        symbol = mx.sym.load(f"{prefix}-symbol.json")
-    loaded = mx.nd.load(path)
+    symbol_file = f"{prefix}-symbol.json"
+    if os.path.isfile(symbol_file):
+        try:
+            symbol = mx.sym.load(symbol_file)
+        except mx.base.MXNetError as err:
+            raise CorruptCheckpointError(f"{symbol_file}: cannot be loaded ({short_mxnet_message(err)})") from None
+    loaded = load_params_file(path)
     arg_params = {k[4:]: v for k, v in loaded.items() if k.startswith("arg:")}
     aux_params = {k[4:]: v for k, v in loaded.items() if k.startswith("aux:")}
     return symbol, arg_params, aux_params
+
+
+def states_loadable(path: str) -> bool:
+    """Whether an optimizer state file can be unpickled (it was cut short if not)."""
+    try:
+        with open(path, "rb") as f:
+            pickle.load(f)
+    except Exception:  # any unpickling failure means the same: unusable
+        return False
+    return True
+
+
+def remove_stale_temporaries(prefix: str) -> list[str]:
+    """Delete ``<prefix>*.tmp<PID>*`` files that a killed run left behind; returns their paths.
+
+    Only files of processes that no longer run are removed, so two runs on
+    one folder do not delete each other's files in flight.
+    """
+    removed = []
+    for path in glob.glob(glob.escape(prefix) + "*.tmp[0-9]*"):
+        match = re.search(r"\.tmp(\d+)", path[len(prefix):])
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        os.remove(path)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_best(prefix: str, epoch: int, score: float, symbol: mx.sym.Symbol, arg_params: dict,

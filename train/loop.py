@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 
 import mxnet as mx
@@ -18,6 +20,16 @@ from config.errors import UserError
 from evaluate.scoring import score_unpadded
 from train import checkpoint
 from train.progress import ProgressLogger, TrainingHistory
+
+
+class LogFileHandler(logging.FileHandler):
+    """A log file whose write errors (a full disk) stop the run with one line naming the file;
+    logging's own handler prints a traceback per record and carries on."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise UserError(f"{self.baseFilename}: cannot write the log ({reason})")
 
 
 @contextlib.contextmanager
@@ -29,8 +41,11 @@ def logging_to(log_file: str | None) -> Iterator[logging.Logger]:
     logger.setLevel(logging.INFO)
     handler = None
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handler = logging.FileHandler(log_file)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+            handler = LogFileHandler(log_file)
+        except OSError as err:
+            raise UserError(f"--log {log_file}: cannot write ({err.strerror})") from None
         handler.setFormatter(logging.Formatter(log_format, "%Y-%m-%d %H:%M:%S"))
         logger.addHandler(handler)
     try:
@@ -50,20 +65,71 @@ def load_resume(prefix: str, resume, ctx, logger: logging.Logger) -> tuple:
     """Resolve ``--resume`` (an epoch, -1, or 'auto') and load that checkpoint.
 
     Returns ``(epoch, arg_params, aux_params, params_file, states_file)``; epoch
-    is -1 and the rest None when not resuming. ``states_file`` is None (with a
-    warning) when the checkpoint has no saved optimizer state, e.g. one written
-    by the original example.
+    is -1 and the rest None when not resuming. 'auto' takes the newest
+    checkpoint that loads: one that exists but cannot be read (cut short by a
+    crash outside the toolkit, a full disk, a copy) is reported and the one
+    before it is tried. ``states_file`` is None (with a warning) when the
+    checkpoint has no usable optimizer state, e.g. one written by the original example.
     """
+    for path in checkpoint.remove_stale_temporaries(prefix):
+        logger.info("Removed %s, left by a run that was killed", path)
+    auto = str(resume).strip().lower() == "auto"
     epoch = checkpoint.resolve_resume(resume, prefix)
     if epoch <= 0:
         return -1, None, None, None, None
+    candidates = [e for e in reversed(checkpoint.saved_epochs(prefix)) if e <= epoch] if auto else [epoch]
+    for epoch in candidates:
+        try:
+            _, args, auxs = checkpoint.load_checkpoint(prefix, epoch, flag="--resume")
+            break
+        except checkpoint.CorruptCheckpointError as err:
+            if not auto:
+                raise
+            logger.warning("warning: %s; --resume auto takes the epoch before it", err)
+    else:
+        logger.warning("warning: no checkpoint of %s loads: starting from the beginning", prefix)
+        return -1, None, None, None, None
     logger.info("Resume training with %s from epoch %d", devices_label(ctx), epoch)
-    _, args, auxs = checkpoint.load_checkpoint(prefix, epoch, flag="--resume")
     states_file = checkpoint.states_path(prefix, epoch)
     if not os.path.isfile(states_file):
         logger.warning("No optimizer state saved with epoch %d: momentum restarts from zero", epoch)
         states_file = None
+    elif not checkpoint.states_loadable(states_file):
+        logger.warning("warning: %s cannot be loaded (cut short): momentum restarts from zero", states_file)
+        states_file = None
     return epoch, args, auxs, checkpoint.params_path(prefix, epoch), states_file
+
+
+class DivergenceGuard:
+    """Batch-end callback that stops a diverging run before a checkpoint can hold NaN.
+
+    After every batch it checks the running losses and the weights (one
+    reduction over the first device's parameters). A loss can stay finite for
+    batches after the weights have gone NaN, and the epoch's checkpoint is
+    written right after its last batch, so checking losses alone let NaN
+    weights reach disk, where ``--resume auto`` would take them.
+    """
+
+    def __init__(self, module: mx.mod.Module, prefix: str):
+        self.module = module
+        self.prefix = prefix
+
+    def __call__(self, param) -> None:
+        done = param.nbatch + 1
+        where = f"epoch {param.epoch} batch {done}"
+        for name, value in (param.eval_metric.get_global_name_value() if param.eval_metric else []):
+            if not math.isfinite(value):
+                self._stop(f"{name} became {value} at {where}")
+        arrays = [copies[0] for copies in self.module._exec_group.param_arrays]
+        total = mx.nd.add_n(*[mx.nd.sum(mx.nd.abs(array)).as_in_context(mx.cpu()) for array in arrays])
+        if not math.isfinite(float(total.asscalar())):
+            self._stop(f"the weights became NaN or infinite at {where}")
+
+    def _stop(self, what: str) -> None:
+        epochs = checkpoint.saved_epochs(self.prefix)
+        last = f"; the last checkpoint, {checkpoint.params_path(self.prefix, epochs[-1])}, is finite" if epochs else ""
+        raise UserError(f"training diverged: {what}{last}; lower --lr, or check the data "
+                        "(boxes with xmin >= xmax)")
 
 
 def parse_lr_steps(lr_steps: str) -> list[int]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
 
-from config.errors import UserError
 from config.fileio import atomic_open, atomic_write
 
 
@@ -23,9 +21,9 @@ def format_duration(seconds: float) -> str:
 class ProgressLogger:
     """Batch-end callback: speed, running metrics, and ETA for the epoch and the run.
 
-    Replaces ``mx.callback.Speedometer`` (same ``Speed: N samples/sec`` field) and
-    stops the run with a clear message when a loss becomes NaN or infinite,
-    instead of training on garbage for hours.
+    Replaces ``mx.callback.Speedometer`` (same ``Speed: N samples/sec`` field).
+    :class:`train.loop.DivergenceGuard` stops a run whose losses or weights
+    become NaN.
 
     Times count from the real start of a batch: pass :meth:`batch_begin` to
     :class:`train.loop.ResumableModule` (the first line of an epoch used to
@@ -68,12 +66,6 @@ class ProgressLogger:
         speed = (done - self._window_start) * self.batch_size / max(now - self._window_tic, 1e-9)
         self._window_tic, self._window_start = now, done
         names_values = param.eval_metric.get_global_name_value() if param.eval_metric else []
-        for name, value in names_values:
-            if not math.isfinite(value):
-                raise UserError(
-                    f"training diverged: {name} became {value} at epoch {param.epoch} batch {done}; "
-                    "lower --lr, or check the data (boxes with xmin >= xmax)"
-                )
         metrics = "\t".join(f"{name}={value:.6f}" for name, value in names_values)
         total = self.batches_per_epoch
         if total:

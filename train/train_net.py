@@ -35,11 +35,20 @@ import mxnet as mx
 from config.config import AUGMENTATIONS, cfg
 from config.errors import UserError
 from config.train_config import SSDConfig
-from dataset.iterator import DetRecordIter, count_images
+from dataset.iterator import DetRecordIter
+from dataset.record_scan import scan_labels
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
 from train import checkpoint
-from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to, make_lr_scheduler
+from train.loop import (
+    DivergenceGuard,
+    EpochRecorder,
+    ResumableModule,
+    devices_label,
+    load_resume,
+    logging_to,
+    make_lr_scheduler,
+)
 from train.metric import MultiBoxMetric
 from train.progress import ProgressLogger, TrainingHistory
 from train.run_config import save_run_config
@@ -109,6 +118,11 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
             raise UserError(f"--augment {config.augment}: choose from {', '.join(AUGMENTATIONS)}")
         if config.batch_size < 1:
             raise UserError(f"--batch-size {config.batch_size}: must be at least 1")
+        # the records are read through once before anything else: a cut .rec or a class id the
+        # network has no output for is a one-line error now, not a C++ trace epochs later
+        num_images = scan_labels(config.train_path, config.train_list, config.num_classes)
+        if config.val_path:
+            scan_labels(config.val_path, config.val_list, config.num_classes)
         data_shape = (3, config.data_shape, config.data_shape)
         iter_args = dict(mean_pixels=config.mean_pixels, std_pixels=config.std_pixels,
                          label_pad_width=config.label_width)
@@ -121,7 +135,6 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
         if config.val_path:
             val_iter = DetRecordIter(config.val_path, config.batch_size, data_shape, path_imglist=config.val_list,
                                      **iter_args, **cfg.valid)
-        num_images = count_images(config.train_path, config.train_list)
         if config.num_example > 0 and config.num_example != num_images:
             raise UserError(f"--num-example {config.num_example}: {config.train_list or config.train_path} holds "
                             f"{num_images} images; leave --num-example out (-1) to count them")
@@ -165,7 +178,8 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
 
         mod.fit(
             train_iter, val_iter, eval_metric=train_metric, validation_metric=valid_metric,
-            batch_end_callback=progress, epoch_end_callback=recorder.epoch_end,
+            batch_end_callback=[DivergenceGuard(mod, config.prefix), progress],
+            epoch_end_callback=recorder.epoch_end,
             eval_end_callback=recorder.eval_end if val_iter is not None else None,
             optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(config.kv_store),
             begin_epoch=begin_epoch, num_epoch=config.end_epoch, initializer=mx.init.Xavier(),

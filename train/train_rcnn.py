@@ -31,13 +31,22 @@ import mxnet as mx
 from config.errors import UserError
 from config.train_config import RCNNConfig
 from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
+from dataset.record_scan import scan_labels
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
 from symbol.proposal_target import reset_seeded_streams
 from symbol.rcnn_factory import fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
 from train import checkpoint
 from train.checkpoint import check_params_fit
-from train.loop import EpochRecorder, ResumableModule, devices_label, load_resume, logging_to, make_lr_scheduler
+from train.loop import (
+    DivergenceGuard,
+    EpochRecorder,
+    ResumableModule,
+    devices_label,
+    load_resume,
+    logging_to,
+    make_lr_scheduler,
+)
 from train.progress import ProgressLogger, TrainingHistory
 from train.rcnn_metric import rcnn_metrics
 from train.run_config import save_run_config
@@ -87,6 +96,9 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
         if cfg.seed is not None:
             mx.random.seed(cfg.seed)
 
+        scan_labels(cfg.train_path, num_classes=cfg.num_classes)
+        if cfg.val_path:
+            scan_labels(cfg.val_path, num_classes=cfg.num_classes)
         symbol = get_rcnn_train(cfg.network, cfg.num_classes, cfg)
         batch_size = cfg.rcnn_batch_size * len(ctx)
         loader = AnchorLoader.from_config(cfg.train_path, cfg, feat_shape_from_symbol(symbol), batch_size=batch_size,
@@ -153,7 +165,8 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
                                  validate=validate)
 
         mod.fit(
-            loader, eval_metric=train_metric, batch_end_callback=progress, epoch_end_callback=recorder.epoch_end,
+            loader, eval_metric=train_metric, batch_end_callback=[DivergenceGuard(mod, cfg.prefix), progress],
+            epoch_end_callback=recorder.epoch_end,
             optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(cfg.kv_store),
             begin_epoch=begin_epoch, num_epoch=cfg.end_epoch, initializer=rcnn_initializer(),
             arg_params=args, aux_params=auxs, allow_missing=True,

@@ -1,4 +1,11 @@
-"""Pixel size of every image packed in a ``.rec``, without decoding the images.
+"""Reading a ``.rec`` through once: its records checked, each image's pixel size, its class ids.
+
+:func:`scan_labels` runs before training and evaluation start: a ``.rec`` cut
+mid-record, an ``.idx`` that disagrees with it, or a class id that the
+network has no output for is a one-line error naming the file, rather than a
+C++ trace (or silent garbage) epochs later.
+
+Pixel size of every image packed in a ``.rec``, without decoding the images:
 
 The labels in a detection ``.rec`` are normalised to [0, 1], so the original
 image size is not in them; the COCO small/medium/large split needs it (areas
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 
 import cv2
 import mxnet as mx
@@ -114,21 +122,17 @@ def _count_idx(idx_path: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def image_sizes(rec_path: str, idx_path: str | None = None) -> list[tuple[int, int]]:
-    """(width, height) in pixels of every image in ``rec_path``, in record order.
-
-    Returns a list with one entry per record, ``sizes[i]`` for the i-th record
-    of the file (= the i-th image ``DetRecordIter`` yields with ``cfg.valid``,
-    see the module doc). With ``idx_path`` (the ``.idx`` beside the ``.rec``)
-    the record count is checked against it, which also catches a ``.rec`` cut
-    off exactly between two records.
+def iter_records(rec_path: str, idx_path: str | None = None) -> Iterator[tuple]:
+    """``(header, image bytes)`` of every record of ``rec_path`` in order.
 
     Raises :class:`UserError` naming the file for a missing, truncated or
-    non-RecordIO file and for a record whose image cannot be read.
+    non-RecordIO file; with ``idx_path`` (the ``.idx`` beside the ``.rec``)
+    also when the record count disagrees with it, which catches a ``.rec``
+    cut off exactly between two records or an ``.idx`` of another pack.
     """
     _check_record_file(rec_path, "record file")
     expected = _count_idx(idx_path) if idx_path else None
-    sizes: list[tuple[int, int]] = []
+    count = 0
     record = mx.recordio.MXRecordIO(rec_path, "r")
     try:
         while True:
@@ -137,22 +141,77 @@ def image_sizes(rec_path: str, idx_path: str | None = None) -> list[tuple[int, i
             except mx.base.MXNetError:
                 # dmlc's reader fails a length or magic check on a record cut off mid-way;
                 # its message is a C++ trace that says no more than this
-                raise UserError(f"{rec_path}: truncated or corrupt at record {len(sizes)} "
+                raise UserError(f"{rec_path}: truncated or corrupt at record {count} "
                                 "(invalid RecordIO framing)") from None
             if packed is None:
                 break
             try:
-                _, data = mx.recordio.unpack(packed)
+                header, data = mx.recordio.unpack(packed)
             except (struct.error, ValueError):
-                raise UserError(f"{rec_path}: record {len(sizes)} has a truncated header") from None
-            size = encoded_size(data)
-            if size is None:
-                raise UserError(f"{rec_path}: record {len(sizes)}: image cannot be read "
-                                f"({len(data)} bytes; truncated or not an image)")
-            sizes.append(size)
+                raise UserError(f"{rec_path}: record {count} has a truncated header") from None
+            yield header, data
+            count += 1
     finally:
         record.close()
-    if expected is not None and expected != len(sizes):
-        raise UserError(f"{rec_path}: holds {len(sizes)} records but {idx_path} lists {expected}; "
+    if expected is not None and expected != count:
+        raise UserError(f"{rec_path}: holds {count} records but {idx_path} lists {expected}; "
                         "the .rec is truncated or the .idx belongs to another pack")
+
+
+def image_sizes(rec_path: str, idx_path: str | None = None) -> list[tuple[int, int]]:
+    """(width, height) in pixels of every image in ``rec_path``, in record order.
+
+    Returns a list with one entry per record, ``sizes[i]`` for the i-th record
+    of the file (= the i-th image ``DetRecordIter`` yields with ``cfg.valid``,
+    see the module doc). Errors as :func:`iter_records`, and for a record
+    whose image cannot be read.
+    """
+    sizes: list[tuple[int, int]] = []
+    for _, data in iter_records(rec_path, idx_path):
+        size = encoded_size(data)
+        if size is None:
+            raise UserError(f"{rec_path}: record {len(sizes)}: image cannot be read "
+                            f"({len(data)} bytes; truncated or not an image)")
+        sizes.append(size)
     return sizes
+
+
+def _list_labels(list_path: str) -> Iterator[np.ndarray]:
+    """The label columns of each line of a detection ``.lst`` (index, label..., path)."""
+    with open(list_path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.strip().split("\t")
+            if not line.strip():
+                continue
+            try:
+                yield np.array([float(v) for v in fields[1:-1]], dtype=np.float32)
+            except ValueError:
+                raise UserError(f"{list_path}: line {number} is not a detection list line") from None
+
+
+def scan_labels(rec_path: str, list_path: str = "", num_classes: int | None = None, flag: str = "--num-class"
+                ) -> int:
+    """Check ``rec_path`` (and ``list_path``, whose labels replace the packed ones) and return its image count.
+
+    The whole ``.rec`` is read (against its ``.idx`` when one sits beside
+    it): see :func:`iter_records` for what fails. With ``num_classes``, a
+    class id of ``num_classes`` or more is a one-line error naming the file
+    and ``flag``: the network would have no output for it.
+    """
+    idx_path = os.path.splitext(rec_path)[0] + ".idx"
+    labels = [np.asarray(header.label, dtype=np.float32).ravel()
+              for header, _ in iter_records(rec_path, idx_path if os.path.isfile(idx_path) else None)]
+    source = rec_path
+    if list_path:
+        labels, source = list(_list_labels(list_path)), list_path
+    if num_classes is not None:
+        for number, label in enumerate(labels):
+            if label.size < 2:
+                continue
+            header_width, object_width = int(label[0]), max(int(label[1]), 1)
+            classes = label[header_width::object_width]
+            top = classes.max(initial=-1)
+            if top >= num_classes:
+                raise UserError(f"{source}: image {number} has class id {int(top)}, but {flag} {num_classes} "
+                                f"allows 0..{num_classes - 1}")
+    return len(labels)
