@@ -21,13 +21,13 @@ from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from config.fileio import atomic_write, commit, temporary_path
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_pixel_args, parse_known_given, refuse_given, require_writable_dir
+from tools.cli import ArgumentParser, add_pixel_args, parse_known_given, refuse_given, require_writable_dir
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Single-shot detection network demo",
+    p = ArgumentParser(description="Single-shot detection network demo",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--network", default=D["network"], help="network name")

@@ -21,11 +21,18 @@ from config.defaults import EVALUATE as D
 from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import add_device_args, add_pixel_args, parse_known_given, refuse_given, require_writable_dir
+from tools.cli import (
+    ArgumentParser,
+    add_device_args,
+    add_pixel_args,
+    parse_known_given,
+    refuse_given,
+    require_writable_dir,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Evaluate a network on a record file",
+    p = ArgumentParser(description="Evaluate a network on a record file",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--rec-path", default=D["rec_path"], help="evaluation record file")

@@ -20,6 +20,7 @@ from config.defaults import RCNN_TRAIN
 from config.defaults import TRAIN as D
 from config.errors import UserError, run_cli
 from tools.cli import (
+    ArgumentParser,
     add_device_args,
     add_pixel_args,
     parse_class_names,
@@ -111,7 +112,7 @@ def parse_literal(flag: str, text: str, kind: str, example) -> tuple:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a Single-shot detection or Faster R-CNN network",
+    p = ArgumentParser(description="Train a Single-shot detection or Faster R-CNN network",
                                 formatter_class=HelpFormatter)
     a = p.add_argument
     a("--train-path", default=D["train_path"], help="train record to use")

@@ -89,6 +89,9 @@ class SSDConfig(TrainConfig):
     cls_loss: str = TRAIN["cls_loss"]
     augment: str = "ssd"
     anchors: dict[str, Any] | None = None
+    # True for a saved inference graph (tools/quantize.py's INT8 model): evaluate.py and demo.py load
+    # <prefix>-symbol.json as it is instead of rebuilding the FP32 graph from ``network``
+    prebuilt_graph: bool = False
 
 
 @dataclass

@@ -63,7 +63,14 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
     not fit the weights is a one-line error.
     """
     model_prefix = deploy_prefix(prefix)
-    if deploy:
+    if getattr(load_run_config(prefix), "prebuilt_graph", False):
+        # a saved inference graph (tools/quantize.py): rebuilding it from ``network`` would lose the INT8 ops
+        if deploy:
+            raise UserError(f"--deploy: {prefix} is itself a saved inference graph; drop --deploy")
+        symbol, args, auxs = load_checkpoint(prefix, epoch, flag="--prefix/--epoch")
+        if symbol is None:
+            raise UserError(f"{prefix}-symbol.json: not found; {prefix}-ssd.json says the graph is saved there")
+    elif deploy:
         if not os.path.isfile(f"{model_prefix}-symbol.json"):
             raise UserError(f"--deploy: {model_prefix}-symbol.json not found; run tools/deploy.py first")
         symbol, args, auxs = load_checkpoint(model_prefix, epoch, flag="--prefix/--epoch")

@@ -139,6 +139,10 @@ def resolve_inference(parser: argparse.ArgumentParser, args: argparse.Namespace,
         # the deployed graph has its NMS settings baked into MultiBoxDetection
         refuse_given(parser, args, ("nms_thresh", "nms_topk", "force_nms"),
                      "the --deploy graph has its NMS settings built in; set them with tools/deploy.py")
+    if getattr(run, "prebuilt_graph", False):
+        # a saved inference graph (tools/quantize.py): its graph, data shape and NMS are fixed
+        refuse_given(parser, args, ("nms_thresh", "nms_topk", "force_nms", "data_shape"),
+                     f"{prefix} is a saved inference graph with its shape and NMS settings built in")
     ssd = run if isinstance(run, SSDConfig) else None
     saved = (lambda field: getattr(ssd, field)) if ssd is not None else (lambda field: None)
     means = [_pick(args, f"mean_{c}", ssd.mean_pixels[i] if ssd else SSDConfig.mean_pixels[i])

@@ -128,3 +128,11 @@ def require_writable_dir(flag: str, path: str) -> None:
             pass
     except OSError as err:
         raise UserError(f"{flag} {path}: cannot write to {directory} ({err.strerror})") from None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line: a :class:`UserError` that :func:`config.errors.run_cli`
+    prints (``error: --batch-size: invalid int value: 'abc'``) instead of the usage text and a second line."""
+
+    def error(self, message: str):
+        raise UserError(message.removeprefix("argument ") + " (see --help)")

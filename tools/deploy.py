@@ -12,11 +12,11 @@ import dataclasses
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import DEPLOY as D
 from config.errors import UserError, run_cli
-from tools.cli import parse_known_given, require_writable_dir
+from tools.cli import ArgumentParser, parse_known_given, require_writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Convert a trained model to a deployable one",
+    p = ArgumentParser(description="Convert a trained model to a deployable one",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--network", default=D["network"], help="network name")

@@ -31,7 +31,7 @@ from dataset.imdb import LABEL_HEADER_WIDTH, OBJECT_WIDTH, Imdb, ListStats
 from dataset.mscoco import Coco
 from dataset.pascal_voc import PascalVoc
 from dataset.yolo_format import YoloFormat
-from tools.cli import require_writable_dir
+from tools.cli import ArgumentParser, require_writable_dir
 
 LAYOUTS = """data set layouts (--root):
   pascal  ROOT/VOC<year>/{JPEGImages,Annotations,ImageSets/Main/<set>.txt}
@@ -45,7 +45,7 @@ sets and years are comma lists: --year 2007,2012 --set trainval reads both years
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", ""), epilog=LAYOUTS,
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", ""), epilog=LAYOUTS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="pascal", choices=["pascal", "coco", "yolo"],
                         help="annotation format (default: %(default)s)")
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="resize the shorter side to this many pixels when packing (0: keep)")
     args = parser.parse_args(argv)
     if not args.target.endswith(".lst"):
-        parser.error(f"--target {args.target}: must end with .lst")
+        raise UserError(f"--target {args.target}: must end with .lst")
     return args
 
 

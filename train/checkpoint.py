@@ -109,9 +109,12 @@ def load_checkpoint(prefix: str, epoch: int, flag: str = "--prefix/--epoch") -> 
     symbol_file = f"{prefix}-symbol.json"
     if os.path.isfile(symbol_file):
         try:
+            with open(symbol_file) as f:
+                json.load(f)  # mxnet's own parser reports broken JSON with an undecodable message
             symbol = mx.sym.load(symbol_file)
-        except mx.base.MXNetError as err:
-            raise CorruptCheckpointError(f"{symbol_file}: cannot be loaded ({short_mxnet_message(err)})") from None
+        except (ValueError, mx.base.MXNetError) as err:
+            reason = short_mxnet_message(err) if isinstance(err, mx.base.MXNetError) else f"not valid JSON: {err}"
+            raise CorruptCheckpointError(f"{symbol_file}: cannot be loaded ({reason})") from None
     loaded = load_params_file(path)
     arg_params = {k[4:]: v for k, v in loaded.items() if k.startswith("arg:")}
     aux_params = {k[4:]: v for k, v in loaded.items() if k.startswith("aux:")}

@@ -86,8 +86,8 @@ def _start_weights(symbol: mx.sym.Symbol, config: SSDConfig, input_shapes: dict,
         checkpoint.check_params_fit(symbol, args, auxs, input_shapes, source, config.num_classes)
         return resume, args, auxs, frozen, states_file
     if config.finetune > 0:
-        logger.info("Start finetuning with %s from epoch %d", ctx_str, config.finetune)
         _, args, auxs = checkpoint.load_checkpoint(config.prefix, config.finetune, flag="--finetune")
+        logger.info("Start finetuning with %s from epoch %d", ctx_str, config.finetune)
         args, auxs, frozen = finetune_params(symbol, args, auxs, input_shapes, logger)
         return config.finetune, args, auxs, frozen, None
     if config.pretrained:
@@ -95,9 +95,9 @@ def _start_weights(symbol: mx.sym.Symbol, config: SSDConfig, input_shapes: dict,
         if not os.path.isfile(pretrained_file):
             raise UserError(f"--pretrained {config.pretrained} --epoch {config.pretrained_epoch}: {pretrained_file} "
                             "does not exist; pass --pretrained '' to train from scratch")
-        logger.info("Start training with %s from pretrained model %s", ctx_str, config.pretrained)
         _, args, auxs = checkpoint.load_checkpoint(config.pretrained, config.pretrained_epoch,
                                                    flag="--pretrained/--epoch")
+        logger.info("Start training with %s from pretrained model %s", ctx_str, config.pretrained)
         checkpoint.check_params_fit(symbol, args, auxs, input_shapes, pretrained_file, config.num_classes)
         return config.begin_epoch, args, auxs, frozen, None
     logger.info("Experimental: start training from scratch with %s", ctx_str)
@@ -123,7 +123,18 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
         num_images = scan_labels(config.train_path, config.train_list, config.num_classes)
         if config.val_path:
             scan_labels(config.val_path, config.val_list, config.num_classes)
+        if config.num_example > 0 and config.num_example != num_images:
+            raise UserError(f"--num-example {config.num_example}: {config.train_list or config.train_path} holds "
+                            f"{num_images} images; leave --num-example out (-1) to count them")
         data_shape = (3, config.data_shape, config.data_shape)
+        symbol = get_symbol_train(config.network, config.data_shape, num_classes=config.num_classes,
+                                  nms_thresh=config.nms_thresh, force_suppress=config.force_suppress,
+                                  nms_topk=config.nms_topk, cls_loss=config.cls_loss)
+        # the label's shape does not change any parameter's; this one is what --label-width gives
+        label_shape = (config.batch_size, max(1, (config.label_width - 2) // 6), 6)
+        input_shapes = {"data": (config.batch_size,) + data_shape, "label": label_shape}
+        # weights before iterators: a missing or corrupt file is one line, before mxnet's iterator logs
+        begin_epoch, args, auxs, frozen, states_file = _start_weights(symbol, config, input_shapes, ctx, logger)
         iter_args = dict(mean_pixels=config.mean_pixels, std_pixels=config.std_pixels,
                          label_pad_width=config.label_width)
         train_settings = dict(cfg[AUGMENTATIONS[config.augment]])
@@ -135,15 +146,6 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
         if config.val_path:
             val_iter = DetRecordIter(config.val_path, config.batch_size, data_shape, path_imglist=config.val_list,
                                      **iter_args, **cfg.valid)
-        if config.num_example > 0 and config.num_example != num_images:
-            raise UserError(f"--num-example {config.num_example}: {config.train_list or config.train_path} holds "
-                            f"{num_images} images; leave --num-example out (-1) to count them")
-
-        symbol = get_symbol_train(config.network, config.data_shape, num_classes=config.num_classes,
-                                  nms_thresh=config.nms_thresh, force_suppress=config.force_suppress,
-                                  nms_topk=config.nms_topk, cls_loss=config.cls_loss)
-        input_shapes = {"data": (config.batch_size,) + data_shape, "label": train_iter.provide_label[0][1]}
-        begin_epoch, args, auxs, frozen, states_file = _start_weights(symbol, config, input_shapes, ctx, logger)
         if frozen:
             logger.info("Freezed parameters: [%s]", ",".join(frozen))
         config_file = save_run_config(config)

@@ -1,0 +1,129 @@
+"""Models and data shared by tests/test_quantize.py and tests/test_onnx_export.py.
+
+Each builder works in a fixed folder under the session's base temporary directory and returns at
+once when that folder is complete, so the two test modules (each with its own fixtures) build a
+model once per session.
+"""
+from __future__ import annotations
+
+import os
+import types
+
+import numpy as np
+
+QUICK_CLASSES = 3
+QUICK_SHAPE = 128
+QUICK_EPOCHS = 10
+NUM_VAL = 50
+
+
+def _done(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "DONE"))
+
+
+def _mark_done(folder: str) -> None:
+    with open(os.path.join(folder, "DONE"), "w") as f:
+        f.write("ok\n")
+
+
+def quickstart_like(base: str) -> types.SimpleNamespace:
+    """The quick start's recipe, shrunk: 3-class synthetic shapes (20-60% of the side, at most 4 per
+    image), 240 training and 50 validation images of 128-192 px, the toy SSD at 128 trained from
+    scratch for 10 epochs (mirror only, lr 0.05 after a 1-epoch warm-up, batch 16, seed 7).
+
+    Returns ``checkpoint`` (full prefix, with its run config), ``epoch``, ``val_rec``, ``train_rec``,
+    ``val_images`` (the 50 validation JPEGs, annotation order), ``names_file``.
+    """
+    import mxnet as mx
+    from data_helpers import pack, tiny_synthetic
+
+    from config.defaults import TRAIN
+    from train.train_net import train_net
+
+    folder = os.path.join(base, "quickstart_like")
+    checkpoint = os.path.join(folder, f"ssd_toy_{QUICK_SHAPE}")
+    if not _done(folder):
+        os.makedirs(folder, exist_ok=True)
+        synth = tiny_synthetic(os.path.join(folder, "data"), num_train=240, num_val=NUM_VAL, classes=QUICK_CLASSES,
+                               seed=7, min_side=128, max_side=192, min_size=0.2, max_size=0.6, max_objects=4,
+                               truncation=0.1)
+        for split in ("train", "val"):
+            pack(["--dataset", "pascal", "--year", "synth", "--set", split, "--root", synth.devkit,
+                  "--target", os.path.join(folder, f"{split}.lst"), "--class-names", synth.names_file]
+                 + (["--no-shuffle"] if split == "val" else []))
+        train_net(
+            net="toy", train_path=os.path.join(folder, "train.rec"), num_classes=QUICK_CLASSES, batch_size=16,
+            data_shape=QUICK_SHAPE, mean_pixels=[TRAIN["mean_r"], TRAIN["mean_g"], TRAIN["mean_b"]],
+            resume=-1, finetune=-1, pretrained="", epoch=0, prefix=checkpoint, ctx=[mx.cpu()],
+            begin_epoch=0, end_epoch=QUICK_EPOCHS, frequent=1000, learning_rate=0.05, momentum=0.9,
+            weight_decay=0.0005, lr_refactor_step="8", lr_refactor_ratio=0.1, num_example=240,
+            class_names=list(synth.classes), seed=7, augment="flip", warmup_epochs=1,
+            label_pad_width=2 + 6 * 4,
+        )
+        _mark_done(folder)
+    return types.SimpleNamespace(
+        checkpoint=checkpoint, epoch=QUICK_EPOCHS, val_rec=os.path.join(folder, "val.rec"),
+        train_rec=os.path.join(folder, "train.rec"), val_images=val_images(os.path.join(folder, "val.lst"),
+                                                                             os.path.join(folder, "data")),
+        names_file=os.path.join(folder, "data", "synth.names"))
+
+
+def val_images(lst: str, data_dir: str) -> list[str]:
+    """The image paths of a packed split's ``.lst``, in its order."""
+    from data_helpers import read_lst
+
+    entries = read_lst(lst)
+    devkit = os.path.join(data_dir, "VOCdevkit")
+    return [os.path.join(devkit, entries[key][0]) for key in sorted(entries)]
+
+
+def ssd300_random(base: str, num_classes: int = 20) -> types.SimpleNamespace:
+    """SSD300 (vgg16_reduced at 300) with Xavier weights (seed 0) saved as a checkpoint with a run
+    config, and 50 synthetic images (160-240 px, seed 3) packed as ``val.rec``."""
+    import mxnet as mx
+    from data_helpers import pack, tiny_synthetic
+
+    from config.train_config import SSDConfig
+    from symbol.symbol_factory import get_symbol
+    from train.checkpoint import save_params
+    from train.run_config import save_run_config
+
+    folder = os.path.join(base, "ssd300_random")
+    checkpoint = os.path.join(folder, "ssd_vgg16_reduced_300")
+    if not _done(folder):
+        os.makedirs(folder, exist_ok=True)
+        synth = tiny_synthetic(os.path.join(folder, "data"), num_train=0, num_val=NUM_VAL, classes=3, seed=3,
+                               min_side=160, max_side=240)
+        pack(["--dataset", "pascal", "--year", "synth", "--set", "val", "--root", synth.devkit,
+              "--target", os.path.join(folder, "val.lst"), "--class-names", synth.names_file, "--no-shuffle"])
+        symbol = get_symbol("vgg16_reduced", 300, num_classes=num_classes)
+        module = mx.mod.Module(symbol, label_names=None)
+        module.bind([("data", (1, 3, 300, 300))], for_training=False)
+        mx.random.seed(0)
+        np.random.seed(0)
+        module.init_params(mx.init.Xavier(magnitude=2))
+        args, auxs = module.get_params()
+        save_params(checkpoint, 0, symbol, args, auxs)
+        save_run_config(SSDConfig(network="vgg16_reduced", data_shape=300, num_classes=num_classes,
+                                  class_names=[f"c{i}" for i in range(num_classes)], prefix=checkpoint,
+                                  nms_thresh=0.45, nms_topk=400, label_width=350))
+        _mark_done(folder)
+    return types.SimpleNamespace(checkpoint=checkpoint, epoch=0, val_rec=os.path.join(folder, "val.rec"),
+                                 val_images=val_images(os.path.join(folder, "val.lst"), os.path.join(folder, "data")),
+                                 num_classes=num_classes)
+
+
+def kept(dets: np.ndarray) -> np.ndarray:
+    """The kept rows of one image's ``[N, 6]`` detections (cls >= 0), sorted by score, then class and box."""
+    rows = dets[dets[:, 0] >= 0]
+    order = np.lexsort((rows[:, 5], rows[:, 4], rows[:, 3], rows[:, 2], rows[:, 0], -rows[:, 1]))
+    return rows[order]
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``[4]`` corner box with ``[K, 4]`` boxes."""
+    lo = np.maximum(box[:2], boxes[:, :2])
+    hi = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
