@@ -27,8 +27,9 @@ def short_mxnet_message(err: BaseException) -> str:
     for line in lines:
         if line.startswith("MXNetError:"):
             message = line[len("MXNetError:"):].strip()
-            parts = message.split(": ", 2)
-            return parts[2] if len(parts) == 3 and parts[0] == "Check failed" else message
+            if message.startswith("Check failed: ") and ": " in message[len("Check failed: "):]:
+                return message.rsplit(": ", 1)[1]  # the expression before it may hold ': ' itself
+            return message
     for line in lines:
         if not line.startswith(("Traceback", "Stack trace", "[bt]", "File ")):
             return line

@@ -65,10 +65,11 @@ class SSDConfig(TrainConfig):
     as seed 003 describes (see :func:`train.train_net.train_ssd`).
     ``mean_pixels``/``std_pixels`` are RGB. ``nms_*``/``force_suppress`` go
     into the ``MultiBoxDetection`` node; ``label_width`` is the padded label
-    width of the records (2 + 6 x objects). ``anchors`` (None: the network's
-    preset) overrides the preset's anchor settings with ``get_symbol`` keywords
-    (``sizes``, ``ratios``, ``steps``, ``anchor_clip``); tools/convert_weights.py
-    writes it so that a converted model keeps its own toolkit's anchors.
+    width of the records (2 + 6 x objects). ``graph_overrides`` (None: the
+    network's preset) holds ``get_symbol`` keywords that replace the preset's
+    (``sizes``, ``ratios``, ``steps``, ``anchor_clip``, ``clip_detections``):
+    tools/convert_weights.py writes them so that a converted model keeps its own
+    toolkit's anchors and box decoding.
     """
 
     batch_size: int = TRAIN["batch_size"]
@@ -88,7 +89,7 @@ class SSDConfig(TrainConfig):
     monitor_pattern: str = TRAIN["pattern"]
     cls_loss: str = TRAIN["cls_loss"]
     augment: str = "ssd"
-    anchors: dict[str, Any] | None = None
+    graph_overrides: dict[str, Any] | None = None
     # True for a saved inference graph (tools/quantize.py's INT8 model): evaluate.py and demo.py load
     # <prefix>-symbol.json as it is instead of rebuilding the FP32 graph from ``network``
     prebuilt_graph: bool = False

@@ -23,8 +23,8 @@ from symbol.symbol_factory import get_symbol
 from train.checkpoint import check_params_fit, load_checkpoint
 from train.run_config import load_run_config
 
-# the keys of SSDConfig.anchors: get_symbol keywords that replace the network preset's anchors
-ANCHOR_KEYS = ("sizes", "ratios", "steps", "anchor_clip")
+# the keys of SSDConfig.graph_overrides: get_symbol keywords that replace the network preset's
+GRAPH_OVERRIDE_KEYS = ("sizes", "ratios", "steps", "anchor_clip", "clip_detections")
 
 
 def model_prefix(prefix: str, network: str, data_shape: int) -> str:
@@ -38,17 +38,18 @@ def deploy_prefix(prefix: str) -> str:
     return os.path.join(directory, f"deploy_{base}")
 
 
-def saved_anchors(prefix: str) -> dict:
-    """The anchor settings saved in the run config beside ``prefix`` (``SSDConfig.anchors``), or ``{}``.
+def saved_graph_overrides(prefix: str) -> dict:
+    """The graph settings saved in the run config beside ``prefix`` (``SSDConfig.graph_overrides``), or ``{}``.
 
-    A converted model (tools/convert_weights.py) keeps its own toolkit's anchors this way;
-    a model trained here has none and uses the network's preset.
+    A converted model (tools/convert_weights.py) keeps its own toolkit's anchors and box decoding
+    this way; a model trained here has none and uses the network's preset.
     """
-    anchors = getattr(load_run_config(prefix), "anchors", None) or {}
-    unknown = sorted(set(anchors) - set(ANCHOR_KEYS))
+    overrides = getattr(load_run_config(prefix), "graph_overrides", None) or {}
+    unknown = sorted(set(overrides) - set(GRAPH_OVERRIDE_KEYS))
     if unknown:
-        raise UserError(f"{prefix}-ssd.json: unknown anchor setting {unknown[0]!r} (known: {', '.join(ANCHOR_KEYS)})")
-    return dict(anchors)
+        raise UserError(f"{prefix}-ssd.json: unknown graph_overrides key {unknown[0]!r} "
+                        f"(known: {', '.join(GRAPH_OVERRIDE_KEYS)})")
+    return dict(overrides)
 
 
 def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_classes: int,
@@ -57,8 +58,8 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
     """(test symbol, arg_params, aux_params) for a checkpoint, or its deployed copy.
 
     With ``deploy`` the symbol is the JSON written by tools/deploy.py (no loss
-    layers); otherwise the test graph is rebuilt from ``network``, with the anchor
-    settings of the run config beside ``prefix`` if it has any (:func:`saved_anchors`),
+    layers); otherwise the test graph is rebuilt from ``network``, with the graph
+    settings of the run config beside ``prefix`` if it has any (:func:`saved_graph_overrides`),
     and the training checkpoint's weights are loaded into it. A class count that does
     not fit the weights is a one-line error.
     """
@@ -77,7 +78,8 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
     else:
         _, args, auxs = load_checkpoint(prefix, epoch, flag="--prefix/--epoch")
         symbol = get_symbol(network, data_shape, num_classes=num_classes, nms_thresh=nms_thresh,
-                            force_suppress=force_suppress, nms_topk=nms_topk, **saved_anchors(prefix))
+                            force_suppress=force_suppress, nms_topk=nms_topk,
+                            **saved_graph_overrides(prefix))
     source = f"{model_prefix if deploy else prefix}-{epoch:04d}.params"
     check_params_fit(symbol, args, auxs, {"data": (1, 3, data_shape, data_shape)}, source, num_classes,
                      require_all=True)

@@ -45,11 +45,15 @@ def _heads(network: str, num_classes: int, from_layers: Sequence[str], num_filte
 
 
 def _detection(cls_prob: mx.sym.Symbol, loc_preds: mx.sym.Symbol, anchor_boxes: mx.sym.Symbol,
-               nms_thresh: float, force_suppress: bool, nms_topk: int) -> mx.sym.Symbol:
-    """``MultiBoxDetection`` named ``detection``: ``[B, N, 6]`` rows (cls, score, xmin, ymin, xmax, ymax)."""
+               nms_thresh: float, force_suppress: bool, nms_topk: int, clip_detections: bool = True
+               ) -> mx.sym.Symbol:
+    """``MultiBoxDetection`` named ``detection``: ``[B, N, 6]`` rows (cls, score, xmin, ymin, xmax, ymax).
+
+    ``clip_detections`` (MultiBoxDetection's ``clip``) cuts decoded boxes at the image border before NMS.
+    """
     return mx.sym.contrib.MultiBoxDetection(cls_prob, loc_preds, anchor_boxes, name="detection",
                                             nms_threshold=nms_thresh, force_suppress=force_suppress,
-                                            variances=VARIANCES, nms_topk=nms_topk)
+                                            variances=VARIANCES, nms_topk=nms_topk, clip=clip_detections)
 
 
 def drop_difficult_objects(label: mx.sym.Symbol, prefix: str = "multibox_label") -> mx.sym.Symbol:
@@ -102,7 +106,7 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
                      normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (),
                      min_filter: int = 128, nms_thresh: float = 0.5, force_suppress: bool = False,
                      nms_topk: int = 400, cls_loss: str = "softmax", anchor_clip: bool = False,
-                     **kwargs) -> mx.sym.Symbol:
+                     clip_detections: bool = True, **kwargs) -> mx.sym.Symbol:
     """SSD training graph, inputs ``data`` ``[B, 3, H, W]`` and ``label`` ``[B, M, >=5]``.
 
     ``label`` rows are ``(cls, xmin, ymin, xmax, ymax, ...)`` normalised to [0, 1], padded with
@@ -127,7 +131,9 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
 
     ``anchor_clip`` clamps the anchors' centre form ``(cx, cy, w, h)`` to [0, 1], as ssd.pytorch's
     ``PriorBox(clip=True)`` does (:func:`symbol.common.clamp_anchor_centre_form`); False (the default)
-    keeps MultiBoxPrior's anchors as they are, the original's graph.
+    keeps MultiBoxPrior's anchors as they are, the original's graph. ``clip_detections`` False keeps
+    decoded boxes that cross the image border whole through NMS, as ssd.pytorch's ``Detect`` and
+    GluonCV's SSD do; True (the default, the original's) cuts them at the border first.
 
     Returns ``Group([cls_prob, loc_loss, cls_label, det_out])``:
     ``cls_prob`` ``[B, C+1, N]`` class probabilities (the classification loss head),
@@ -158,7 +164,7 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     loc_loss = mx.sym.MakeLoss(loc_loss_, grad_scale=1., normalization="valid", name="loc_loss")
     # monitoring outputs, no gradient
     cls_label = mx.sym.MakeLoss(data=cls_target, grad_scale=0, name="cls_label")
-    det = _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk)
+    det = _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk, clip_detections)
     det = mx.sym.MakeLoss(data=det, grad_scale=0, name="det_out")
     return mx.sym.Group([cls_prob, loc_loss, cls_label, det])
 
@@ -167,7 +173,7 @@ def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_f
                sizes: Sequence, ratios: Sequence, strides: Sequence[int], pads: Sequence[int],
                normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (), min_filter: int = 128,
                nms_thresh: float = 0.5, force_suppress: bool = False, nms_topk: int = 400,
-               anchor_clip: bool = False, **kwargs) -> mx.sym.Symbol:
+               anchor_clip: bool = False, clip_detections: bool = True, **kwargs) -> mx.sym.Symbol:
     """SSD test graph: ``data`` ``[B, 3, H, W]`` to ``detection`` ``[B, N, 6]``.
 
     Rows are ``(cls, score, xmin, ymin, xmax, ymax)``, coordinates normalised to [0, 1];
@@ -182,4 +188,4 @@ def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_f
                                                 sizes, ratios, normalizations, steps, min_filter, kwargs,
                                                 anchor_clip)
     cls_prob = mx.sym.softmax(data=cls_preds, axis=1, name="cls_prob")
-    return _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk)
+    return _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk, clip_detections)

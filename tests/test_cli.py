@@ -59,3 +59,5 @@ def test_mxnet_errors_keep_their_reason_not_the_traceback_line():
     assert short_mxnet_message(Exception(params)) == "Invalid NDArray file format"
     assert short_mxnet_message(Exception(record)) == "Invalid RecordIO File upper_align=9792"
     assert short_mxnet_message(Exception("MXNetError: out of memory")) == "out of memory"
+    full_disk = ("MXNetError: Check failed: std: :fwrite(ptr, 1, size, fp_) == size: FileStream.Write incomplete")
+    assert short_mxnet_message(Exception(full_disk)) == "FileStream.Write incomplete"

@@ -53,7 +53,8 @@ def logging_to(log_file: str | None) -> Iterator[logging.Logger]:
     finally:
         if handler is not None:
             logger.removeHandler(handler)
-            handler.close()
+            with contextlib.suppress(OSError):  # a full disk was reported already
+                handler.close()
 
 
 def devices_label(ctx) -> str:
