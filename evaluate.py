@@ -27,6 +27,7 @@ from tools.cli import (
     add_pixel_args,
     parse_known_given,
     refuse_given,
+    require_number,
     require_writable_dir,
 )
 
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--label-width", type=int, default=350, help="label pad width of the record")
     a("--coco", action="store_true", help="also print COCO AP (needs pycocotools: pip install -e '.[coco]')")
     a("--plot-pr", metavar="DIR", default="", help="write a precision-recall curve PNG per class to DIR")
+    a("--onnx", metavar="FILE", default=None,
+      help="score a model written by tools/export_onnx.py with onnxruntime (its metadata supplies the settings)")
     add_rcnn_test_args(p)
     return p
 
@@ -106,6 +109,10 @@ def main(argv=None) -> None:
 
     if args.cpu:
         refuse_given(parser, args, ("gpus", "cpus"), "--cpu runs on one CPU; give one of them")
+    if args.onnx:
+        from evaluate.onnx_detector import refuse_with_onnx
+
+        refuse_with_onnx(parser, args)
     if args.coco:
         try:
             import pycocotools  # noqa: F401
@@ -116,10 +123,19 @@ def main(argv=None) -> None:
         raise UserError(f"--num-batch {args.num_batch}: must be positive")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size {args.batch_size}: must be positive")
+    require_number("--num-class", args.num_class, 1)
     if args.plot_pr:
         require_writable_dir("--plot-pr", os.path.join(args.plot_pr, "pr.png"))
-    settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
-    result = evaluate_model(settings, args, ctx)
+    if args.onnx:  # the model's metadata, not a run config, describes it
+        from evaluate.onnx_detector import evaluate_onnx, onnx_settings
+
+        settings = onnx_settings(args.onnx)
+        result = evaluate_onnx(args.onnx, args.rec_path, settings, args.batch_size, args.list_path,
+                               args.overlap_thresh, args.use_difficult, args.use_voc07_metric, args.num_batch,
+                               args.label_width if "label_width" in args.given else None)
+    else:
+        settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
+        result = evaluate_model(settings, args, ctx)
     print(format_ap_table(result["aps"], result["mAP"]))
     if "coco" in result:
         print("COCO: " + ", ".join(f"{name} {value:.4f}" for name, value in result["coco"].items()))

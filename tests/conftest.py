@@ -54,6 +54,18 @@ def synthetic_rec(synthetic_voc, tmp_path_factory) -> types.SimpleNamespace:
                                  synth=synthetic_voc)
 
 
+@pytest.fixture
+def no_augmentation(monkeypatch):
+    """SSD training on the validation settings: no crop, pad, jitter, mirror or shuffle, so that two
+    runs can be compared parameter by parameter."""
+    import train.train_net as train_net_module
+    from config.config import cfg
+
+    patched = type(cfg)(cfg)
+    patched["train"] = dict(cfg.valid)
+    monkeypatch.setattr(train_net_module, "cfg", patched)
+
+
 # --- model fixtures -------------------------------------------------------------
 @pytest.fixture(scope="session")
 def trained_toy(synthetic_rec, tmp_path_factory) -> types.SimpleNamespace:

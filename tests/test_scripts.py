@@ -217,7 +217,7 @@ def test_demo_draws_boxes_on_a_copy_of_each_image(trained_toy, tmp_path, capsys)
     out_dir = tmp_path / "out"
     status = demo_script.main(model_args(trained_toy, num_class=False) + [
         "--images", ",".join(path for path, _ in inputs), "--out-dir", str(out_dir), "--thresh", str(thresh),
-        "--cpu", "--batch-size", "2"])
+        "--cpu", "--batch-size", "2", "--nms", str(DEMO["nms"]), "--force"])  # flags win over the run config
     assert status == 0
     stdout = capsys.readouterr().out
     assert sorted(os.listdir(out_dir)) == ["in0.png", "in1.png"]

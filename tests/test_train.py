@@ -23,14 +23,6 @@ from train.train_net import train_net
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def no_augmentation(monkeypatch):
-    """Train on the validation settings: no crop, pad, jitter, mirror or shuffle."""
-    patched = type(cfg)(cfg)
-    patched["train"] = dict(cfg.valid)
-    monkeypatch.setattr(train_net_module, "cfg", patched)
-
-
 def run_toy(rec, prefix, end_epoch, *, ctx=None, resume=-1, data_shape=64, lr=0.05, lr_steps="2",
             batch_size=8, val_path="", pretrained="", epoch=0, freeze="", num_classes=None, seed=0, **extra):
     """train_net on the toy network with the arguments these tests vary."""

@@ -14,8 +14,6 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import train.train_net as train_net_module
-from config.config import cfg
 from config.errors import UserError
 from train import checkpoint
 from train.loop import EpochLRScheduler
@@ -24,13 +22,6 @@ from train.run_config import load_run_config
 from train.train_net import train_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def no_augmentation(monkeypatch):
-    patched = type(cfg)(cfg)
-    patched["train"] = dict(cfg.valid)
-    monkeypatch.setattr(train_net_module, "cfg", patched)
 
 
 def run_toy(rec, prefix, end_epoch, *, resume=-1, lr=0.1, lr_steps="", batch_size=5, pretrained="", epoch=0,

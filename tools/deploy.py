@@ -12,7 +12,7 @@ import dataclasses
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.defaults import DEPLOY as D
 from config.errors import UserError, run_cli
-from tools.cli import ArgumentParser, parse_known_given, require_writable_dir
+from tools.cli import ArgumentParser, parse_known_given, require_number, require_writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,7 @@ def main(argv=None) -> None:
     from train.run_config import save_run_config
 
     args.prefix = args.prefix or D["prefix"]
+    require_number("--num-class", args.num_class, 1)
     settings = resolve_inference(parser, args, D["prefix"], "", D["prefix"])
     require_writable_dir("--prefix", settings.prefix)
     if settings.is_rcnn:
