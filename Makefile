@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,test,peers]'
+	$(PY) -m pip install -q -e '.[cpu,test,peers,onnx]'
 	touch $(STAMP)
 
 venv: $(STAMP)

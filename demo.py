@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--video", default=None, help="annotate this video file (written to --out-dir, or beside it)")
     a("--frame-resize", default=None, help="resize camera/video frames: a factor, or 'width,height'")
     a("--out-dir", default=None, help="write annotated images here")
+    a("--onnx", metavar="FILE", default=None,
+      help="run a model written by tools/export_onnx.py with onnxruntime (its metadata supplies the settings)")
     add_rcnn_test_args(p)
     return p
 
@@ -258,6 +260,10 @@ def main(argv=None) -> int:
     if args.batch_size <= 0:
         raise UserError(f"--batch-size {args.batch_size}: must be positive")
     check_inputs(parser, args)
+    if args.onnx:
+        from evaluate.onnx_detector import refuse_with_onnx
+
+        refuse_with_onnx(parser, args)
     if args.out_dir:
         require_writable_dir("--out-dir", os.path.join(args.out_dir, "demo.jpg"))
     if args.camera or args.video:
@@ -276,8 +282,13 @@ def main(argv=None) -> int:
         from config.devices import parse_devices
 
         ctx = parse_devices(str(args.gpu_id or 0), flag="--gpu")[0]
-    settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
-    detector = load_detector(settings, args, ctx)
+    if args.onnx:  # the model's metadata, not a run config, describes it
+        from evaluate.onnx_detector import OnnxDetector, onnx_settings
+
+        settings, detector = onnx_settings(args.onnx), OnnxDetector(args.onnx, batch_size=args.batch_size)
+    else:
+        settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
+        detector = load_detector(settings, args, ctx)
     if paths is None:
         run_stream(detector, capture, args, settings.class_names)
         return 0

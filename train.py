@@ -163,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--use-difficult", action="store_true", help="count difficult objects in evaluation")
     a("--voc07", dest="use_voc07_metric", action="store_true", default=True, help="VOC07 11-point metric")
     a("--no-voc07", dest="use_voc07_metric", action="store_false", help="VOC10+ area metric")
-    a("--kv-store", default=D["kv_store"], help="kvstore type (local, device, dist_sync, ...)")
+    a("--kv-store", default=D["kv_store"],
+      help="kvstore type (local, device; dist_sync, dist_device_sync, dist_async under tools/launch.py)")
+    a("--dist-timeout", type=float, default=300.0,
+      help="dist_* kvstores: a worker that finishes no batch for this many seconds stops the job (0: never)")
+    a("--lr-scale-workers", action="store_true",
+      help="dist_* kvstores: multiply --lr by the number of workers (the global batch is workers x --batch-size)")
     a("--cls-loss", choices=("softmax", "focal"), default=D["cls_loss"], help="classification loss")
     a("--augment", choices=("ssd", "flip", "none"), default="ssd",
       help="SSD training augmentation: the original's crop/pad/jitter/mirror, mirror only, or none")
@@ -297,7 +302,7 @@ def common_loop_settings(args: argparse.Namespace, val_path: str, class_names: l
         lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd, warmup_epochs=args.warmup_epochs,
         kv_store=args.kv_store, seed=args.seed, log_file=args.log_file or None,
         voc07_metric=args.use_voc07_metric, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
-        keep=args.keep,
+        keep=args.keep, dist_timeout=args.dist_timeout, lr_scale_workers=args.lr_scale_workers,
     )
 
 
@@ -344,6 +349,13 @@ def check_values(args: argparse.Namespace) -> None:
     require_number("--keep", args.keep, 0)
     require_number("--label-width", args.label_width, 7)
     require_number("--data-shape", args.data_shape, 1)
+    require_number("--dist-timeout", args.dist_timeout, 0)
+    if not str(args.kv_store).startswith("dist"):
+        given = [flag for flag, dest in (("--dist-timeout", "dist_timeout"), ("--lr-scale-workers", "lr_scale_workers"))
+                 if dest in args.given]
+        if given:
+            raise UserError(f"{given[0]}: applies to a distributed job (--kv-store dist_sync, dist_device_sync or "
+                            f"dist_async); --kv-store is {args.kv_store}")
 
 
 def build_run(argv=None) -> tuple:
@@ -385,4 +397,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    from train.distributed import exit_hard_on_error
+
+    run_cli(exit_hard_on_error(main))

@@ -27,6 +27,9 @@ class TrainConfig:
     name the starting weights ('' to start from scratch). ``lr_steps`` is a
     comma list of epochs at which the rate is multiplied by ``lr_factor``.
     ``keep`` is how many of the newest epoch checkpoints stay on disk (0 keeps all).
+    With a ``dist_*`` ``kv_store`` (README "Distributed training"): ``dist_timeout`` is the
+    seconds a worker may go without finishing a batch before it stops the job (0: never),
+    and ``lr_scale_workers`` multiplies ``lr`` by the number of workers (linear scaling).
     """
 
     network: str = TRAIN["network"]
@@ -54,6 +57,8 @@ class TrainConfig:
     ovp_thresh: float = TRAIN["overlap"]
     use_difficult: bool = False
     keep: int = TRAIN["keep"]
+    dist_timeout: float = 300.0
+    lr_scale_workers: bool = False
 
 
 @dataclass

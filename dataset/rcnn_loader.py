@@ -150,6 +150,10 @@ class AnchorLoader(mx.io.DataIter):
     Images without objects (difficult ones count as none unless
     ``use_difficult``) are skipped and counted in ``num_skipped``. The last
     incomplete batch of an epoch is dropped, as in the original.
+
+    ``num_parts`` / ``part_index`` (a distributed job's workers and rank) keep
+    every ``num_parts``-th image with objects, starting at ``part_index``:
+    disjoint shards whose sizes differ by at most one; ``shard_sizes`` lists them all.
     """
 
     def __init__(
@@ -174,6 +178,8 @@ class AnchorLoader(mx.io.DataIter):
         use_difficult: bool = False,
         max_gt: int = 100,
         seed: int | None = None,
+        num_parts: int = 1,
+        part_index: int = 0,
     ) -> None:
         super().__init__(batch_size)
         self.record = DetRecord(rec_path)
@@ -191,8 +197,10 @@ class AnchorLoader(mx.io.DataIter):
             key: objects if use_difficult else objects[objects[:, 5] == 0]
             for key, objects in self.record.objects.items()
         }
-        self.keys = [key for key in self.record.keys if self.objects[key].shape[0] > 0]
-        self.num_skipped = len(self.record.keys) - len(self.keys)
+        usable = [key for key in self.record.keys if self.objects[key].shape[0] > 0]
+        self.num_skipped = len(self.record.keys) - len(usable)
+        self.shard_sizes = [len(usable[part::num_parts]) for part in range(num_parts)]
+        self.keys = usable[part_index::num_parts]
         if self.num_skipped:
             logger.info("%s: skipped %d of %d images without objects", rec_path, self.num_skipped,
                         len(self.record.keys))
@@ -204,13 +212,13 @@ class AnchorLoader(mx.io.DataIter):
 
     @classmethod
     def from_config(cls, rec_path: str, cfg, feat_shape: FeatShapeFn, batch_size: int = 1,
-                    seed: int | None = None) -> AnchorLoader:
+                    seed: int | None = None, num_parts: int = 1, part_index: int = 0) -> AnchorLoader:
         """Build from an ``RCNNConfig`` (``symbol/rcnn_factory.py``)."""
         return cls(
             rec_path, feat_shape, batch_size, cfg.img_short_side, cfg.img_long_side, cfg.img_pixel_means,
             cfg.img_pixel_stds, cfg.rpn_feat_stride, cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios,
             cfg.rpn_allowed_border, cfg.rpn_batch_rois, cfg.rpn_fg_fraction, cfg.rpn_fg_overlap,
-            cfg.rpn_bg_overlap, seed=seed,
+            cfg.rpn_bg_overlap, seed=seed, num_parts=num_parts, part_index=part_index,
         )
 
     def __len__(self) -> int:

@@ -171,6 +171,10 @@ TRAIN_FLAGS = [
     row("--no-voc07", both=C),
     row("--no-voc07", base="--val-path ''", both=E),
     row("--kv-store device", both=C),
+    row("--dist-timeout 30", both=E),  # the baseline's --kv-store local has no peers to wait for
+    row("--dist-timeout 30", base="--kv-store dist_sync", both=C),
+    row("--lr-scale-workers", both=E),
+    row("--lr-scale-workers", base="--kv-store dist_sync", both=C),
     row("--cls-loss focal", ssd=C, rcnn=E),
     row("--augment flip", ssd=C, rcnn=E),
     row("--seed 1", both=C),
@@ -234,6 +238,9 @@ EVALUATE_FLAGS = [
     row("--label-width 400", ssd=C, rcnn=E),
     row("--coco", ssd=C if HAS_PYCOCOTOOLS else E, rcnn=E),
     row("--plot-pr {out}/pr", both=C),
+    # --onnx: the baseline is another exported model (epoch 1 of the toy run): --prefix/--epoch would be refused
+    row("--onnx {onnx}", base="--onnx {onnx1}", drop=("--prefix", "--epoch"), ssd=C),
+    row("--nms 0.3", base="--onnx {onnx1}", drop=("--prefix", "--epoch"), ssd=E),  # the metadata sets NMS
     row("--rcnn-nms-thresh 0.5", ssd=E, rcnn=C),
     row("--rcnn-conf-thresh 0.1", ssd=E, rcnn=C),
     row("--max-per-image 5", ssd=E, rcnn=C),
@@ -273,6 +280,8 @@ DEMO_FLAGS = [
     row("--frame-resize 0.5", base="--video {clip}", drop=("--images",), both=C),
     row("--frame-resize 0.5", both=E),
     row("--out-dir {out}/demo", both=C),
+    row("--onnx {onnx}", base="--onnx {onnx1}", drop=("--prefix", "--epoch"), ssd=C),  # see EVALUATE_FLAGS
+    row("--cpu", base="--onnx {onnx1}", drop=("--prefix", "--epoch"), ssd=E),  # onnxruntime runs on the CPU
     row("--rcnn-nms-thresh 0.5", ssd=E, rcnn=C),
     row("--rcnn-conf-thresh 0.1", ssd=E, rcnn=C),
     row("--max-per-image 5", ssd=E, rcnn=C),
@@ -445,7 +454,11 @@ def models(trained_toy, tmp_path_factory) -> dict:
     for image in images[:2]:
         writer.write(cv2.resize(image, (96, 80)))
     writer.release()
-    return dict(checkpoint=checkpoint, toy_checkpoint=trained_toy.checkpoint, epoch=trained_toy.epoch,
+    from tools.export_onnx import export_onnx
+
+    onnx_models = {key: export_onnx(checkpoint, epoch, str(tmp / f"toy-{epoch}.onnx"))
+                   for key, epoch in (("onnx", trained_toy.epoch), ("onnx1", trained_toy.epoch - 1))}
+    return dict(checkpoint=checkpoint, toy_checkpoint=trained_toy.checkpoint, epoch=trained_toy.epoch, **onnx_models,
                 rcnn_prefix=str(tmp / "r"), rcnn_prefix2=str(tmp / "r2"), val_rec=trained_toy.val_rec,
                 train_rec=trained_toy.rec.train_rec, val_lst=trained_toy.val_lst,
                 img0=str(image_dir / "a.jpg"), img1=str(image_dir / "b.jpg"), image_dir=str(image_dir), clip=clip)

@@ -124,7 +124,7 @@ class _DataOnly:
 
 
 def quantize(prefix: str, epoch: int, calib_rec: str, calib_mode: str = "naive", num_calib_batches: int = 5,
-             batch_size: int = 32, quantized_dtype: str = "auto", out_prefix: str | None = None, granularity: str = "tensor-wise",
+             batch_size: int = 32, quantized_dtype: str = "auto", out_prefix: str | None = None,
              logger: logging.Logger | None = None) -> str:
     """Quantize checkpoint ``prefix-epoch`` and save it as ``out_prefix`` epoch 0; returns ``out_prefix``.
 
@@ -169,7 +169,7 @@ def quantize(prefix: str, epoch: int, calib_rec: str, calib_mode: str = "naive",
     qsym, qargs, qauxs = quantize_model(
         sym=fused, arg_params=arg_params, aux_params=aux_params, data_names=("data",), label_names=None, ctx=ctx,
         excluded_sym_names=excluded, calib_mode=calib_mode, calib_data=calib_data,
-        num_calib_examples=num_calib_batches * batch_size, quantized_dtype=quantized_dtype, logger=logger, quantize_granularity=granularity)
+        num_calib_examples=num_calib_batches * batch_size, quantized_dtype=quantized_dtype, logger=logger)
     # quantize_model leaves quantize/requantize pairs between the quantized ops; the backend
     # pass again folds them into the fused INT8 convolutions (what the original did)
     qsym = qsym.get_backend_symbol("MKLDNN_QUANTIZE")

@@ -20,6 +20,7 @@ from config.errors import UserError
 from evaluate.scoring import score_unpadded
 from train import checkpoint
 from train.progress import ProgressLogger, TrainingHistory
+from train.schedule import EpochLRScheduler, parse_lr_steps  # noqa: F401  (their home was here)
 
 
 class LogFileHandler(logging.FileHandler):
@@ -62,7 +63,7 @@ def devices_label(ctx) -> str:
     return "(" + ",".join(str(c) for c in ctx) + ")"
 
 
-def load_resume(prefix: str, resume, ctx, logger: logging.Logger) -> tuple:
+def load_resume(prefix: str, resume, ctx, logger: logging.Logger, clean: bool = True) -> tuple:
     """Resolve ``--resume`` (an epoch, -1, or 'auto') and load that checkpoint.
 
     Returns ``(epoch, arg_params, aux_params, params_file, states_file)``; epoch
@@ -71,8 +72,9 @@ def load_resume(prefix: str, resume, ctx, logger: logging.Logger) -> tuple:
     crash outside the toolkit, a full disk, a copy) is reported and the one
     before it is tried. ``states_file`` is None (with a warning) when the
     checkpoint has no usable optimizer state, e.g. one written by the original example.
+    ``clean`` False leaves temporaries alone (a distributed job's ranks other than 0: rank 0 owns the files).
     """
-    for path in checkpoint.remove_stale_temporaries(prefix):
+    for path in checkpoint.remove_stale_temporaries(prefix) if clean else []:
         logger.info("Removed %s, left by a run that was killed", path)
     auto = str(resume).strip().lower() == "auto"
     epoch = checkpoint.resolve_resume(resume, prefix)
@@ -133,54 +135,6 @@ class DivergenceGuard:
                         "(boxes with xmin >= xmax)")
 
 
-def parse_lr_steps(lr_steps: str) -> list[int]:
-    """``'80, 160'`` -> ``[80, 160]``; a one-line error naming ``--lr-steps`` otherwise."""
-    try:
-        return [int(s) for s in str(lr_steps).split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--lr-steps {lr_steps!r}: expected comma separated epochs") from None
-
-
-class EpochLRScheduler(mx.lr_scheduler.LRScheduler):
-    """The learning rate as a function of (epoch, batch), counted in the batches the iterator yields.
-
-    ``base_lr`` is multiplied by ``factor`` once for every epoch of
-    ``step_epochs`` reached; during the first ``warmup_epochs`` it ramps
-    linearly: batch ``k`` (0-based, counted from the run's start) gets
-    ``(k + 1) / (warmup_epochs * batches_per_epoch)`` of it, as mxnet's linear
-    warm-up does. ``batches_per_epoch`` must be the iterator's real count,
-    ``ceil(images / batch)``: with ``images // batch`` (the original) every
-    step fires early and a resumed run drifts from a straight one.
-
-    The optimizer calls it with its update count in this process; a run
-    resumed at ``begin_epoch`` adds the batches already done, so the rate of
-    every batch is the same as in an uninterrupted run.
-    """
-
-    def __init__(self, base_lr: float, step_epochs: list[int], factor: float, batches_per_epoch: int,
-                 begin_epoch: int = 0, warmup_epochs: float = 0.0):
-        super().__init__(base_lr=base_lr)
-        if factor <= 0:
-            raise UserError(f"--lr-factor {factor}: must be positive")
-        self.step_epochs = sorted(step_epochs)
-        self.factor = factor
-        self.batches_per_epoch = max(1, int(batches_per_epoch))
-        self.begin_epoch = int(begin_epoch)
-        self.warmup_batches = max(0.0, warmup_epochs) * self.batches_per_epoch
-
-    def lr_at(self, epoch: int, batch: int = 0) -> float:
-        """The rate of batch ``batch`` (0-based) of epoch ``epoch``."""
-        lr = self.base_lr * self.factor ** sum(epoch >= step for step in self.step_epochs)
-        done = epoch * self.batches_per_epoch + batch
-        if done < self.warmup_batches:
-            lr *= min(1.0, (done + 1) / self.warmup_batches)
-        return lr
-
-    def __call__(self, num_update: int) -> float:
-        done = self.begin_epoch * self.batches_per_epoch + max(int(num_update), 1) - 1
-        return self.lr_at(*divmod(done, self.batches_per_epoch))
-
-
 def make_lr_scheduler(lr: float, lr_steps: str, lr_factor: float, batches_per_epoch: int, begin_epoch: int,
                       warmup_epochs: float, logger: logging.Logger) -> EpochLRScheduler:
     """The run's :class:`EpochLRScheduler`; logs the rate a resumed run starts at, as the original did."""
@@ -202,13 +156,18 @@ class ResumableModule(mx.mod.Module):
       last batch (:func:`evaluate.scoring.score_unpadded`).
     * ``batch_begin_callback`` is called before every training batch (``fit``
       has no such hook): the progress line times batches from their real start.
+    * ``update_on_kvstore`` (None: mxnet's choice) says where the optimizer runs;
+      a distributed sync run updates on the workers and starts them all from
+      rank 0's weights (:mod:`train.distributed`).
     """
 
     def __init__(self, *args, optimizer_states: str | None = None,
-                 batch_begin_callback: Callable[[], None] | None = None, **kwargs):
+                 batch_begin_callback: Callable[[], None] | None = None, update_on_kvstore: bool | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self._optimizer_states_file = optimizer_states
         self._batch_begin_callback = batch_begin_callback
+        self._want_update_on_kvstore = update_on_kvstore
 
     def forward_backward(self, data_batch: mx.io.DataBatch) -> None:
         if self._batch_begin_callback is not None:
@@ -229,7 +188,21 @@ class ResumableModule(mx.mod.Module):
         return eval_metric.get_name_value()
 
     def init_optimizer(self, *args, **kwargs) -> None:
-        super().init_optimizer(*args, **kwargs)
+        # mxnet's _create_kvstore reads this variable and nothing else to decide where updates run
+        saved = os.environ.get("MXNET_UPDATE_ON_KVSTORE")
+        if self._want_update_on_kvstore is not None:
+            os.environ["MXNET_UPDATE_ON_KVSTORE"] = "1" if self._want_update_on_kvstore else "0"
+        try:
+            super().init_optimizer(*args, **kwargs)
+        finally:
+            if saved is None:
+                os.environ.pop("MXNET_UPDATE_ON_KVSTORE", None)
+            else:
+                os.environ["MXNET_UPDATE_ON_KVSTORE"] = saved
+        if self._kvstore is not None and "dist" in self._kvstore.type and not self._update_on_kvstore:
+            from train.distributed import pull_weights
+
+            pull_weights(self)
         if self._optimizer_states_file:
             self.load_optimizer_states(self._optimizer_states_file)
             self.logger.info("Restored optimizer state from %s", self._optimizer_states_file)
@@ -245,11 +218,18 @@ class EpochRecorder:
     ``validate(module) -> mAP`` called after each checkpoint (Faster R-CNN,
     whose test graph differs from its training graph). With neither, the row
     has no mAP.
+
+    ``writer`` False (ranks other than 0 of a distributed job) makes it do
+    nothing: rank 0 alone writes and validates. ``save_states`` False skips
+    the optimizer state (``dist_async`` keeps it on the servers).
     """
 
     def __init__(self, mod: mx.mod.Module, prefix: str, train_metric: mx.metric.EvalMetric,
                  history: TrainingHistory, progress: ProgressLogger, logger: logging.Logger, keep: int = 0,
-                 scored_by_fit: bool = False, validate: Callable[[mx.mod.Module], float] | None = None):
+                 scored_by_fit: bool = False, validate: Callable[[mx.mod.Module], float] | None = None,
+                 writer: bool = True, save_states: bool = True):
+        self.writer = writer
+        self.save_states = save_states
         self.mod = mod
         self.prefix = prefix
         self.progress = progress
@@ -264,7 +244,10 @@ class EpochRecorder:
         self._row: dict = {}
 
     def epoch_end(self, epoch: int, symbol, arg_params, aux_params) -> None:
-        checkpoint.save_checkpoint(self.prefix, epoch + 1, symbol, arg_params, aux_params, self.mod)
+        if not self.writer:
+            return
+        checkpoint.save_checkpoint(self.prefix, epoch + 1, symbol, arg_params, aux_params,
+                                   self.mod if self.save_states else None)
         self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
         for removed in checkpoint.prune_checkpoints(self.prefix, self.keep):
             self.logger.info("Pruned epoch %d (--keep %d)", removed, self.keep)
@@ -281,6 +264,8 @@ class EpochRecorder:
             self.history.add(self._row)
 
     def eval_end(self, param) -> None:
+        if not self.writer:
+            return
         names, values = param.eval_metric.get()
         self._finish(param.epoch, float(dict(zip(names, values)).get("mAP", values[-1])))
 

@@ -40,12 +40,19 @@ from dataset.record_scan import scan_labels
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
 from train import checkpoint
+from train.distributed import (
+    Cluster,
+    EqualBatches,
+    batches_per_worker,
+    epoch_end_callback,
+    load_resume_everywhere,
+    shard_sizes,
+)
 from train.loop import (
     DivergenceGuard,
     EpochRecorder,
     ResumableModule,
     devices_label,
-    load_resume,
     logging_to,
     make_lr_scheduler,
 )
@@ -73,7 +80,7 @@ def finetune_params(symbol: mx.sym.Symbol, args: dict, auxs: dict, input_shapes:
 
 
 def _start_weights(symbol: mx.sym.Symbol, config: SSDConfig, input_shapes: dict, ctx: list,
-                   logger: logging.Logger) -> tuple:
+                   logger: logging.Logger, cluster: Cluster) -> tuple:
     """``(begin_epoch, args, auxs, frozen names, optimizer states file)`` from resume, finetune,
     pretrained, or scratch (in that order of precedence, as the original)."""
     frozen = None
@@ -81,7 +88,8 @@ def _start_weights(symbol: mx.sym.Symbol, config: SSDConfig, input_shapes: dict,
         pattern = re.compile(config.freeze_pattern)
         frozen = [name for name in symbol.list_arguments() if pattern.match(name)]
     ctx_str = devices_label(ctx)
-    resume, args, auxs, source, states_file = load_resume(config.prefix, config.resume, ctx, logger)
+    resume, args, auxs, source, states_file = load_resume_everywhere(cluster, config.prefix, config.resume, ctx,
+                                                                     logger)
     if resume > 0:
         checkpoint.check_params_fit(symbol, args, auxs, input_shapes, source, config.num_classes)
         return resume, args, auxs, frozen, states_file
@@ -108,10 +116,15 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
     """Train an SSD network; returns ``{'prefix', 'begin_epoch', 'end_epoch', 'best_map'}``.
 
     ``config.prefix`` is used as given (train.py appends ``_<network>_<shape>``).
-    Batches are ``config.batch_size`` images split over ``ctx``.
+    Batches are ``config.batch_size`` images split over ``ctx``; with a ``dist_*``
+    ``config.kv_store`` that is per worker, each worker reads its shard of the
+    record, and rank 0 alone writes files and validates (:mod:`train.distributed`).
     """
     ctx = list(ctx)
-    with logging_to(config.log_file) as logger:
+    cluster = Cluster(config.kv_store)
+    with logging_to(cluster.log_file(config.log_file)) as logger:
+        cluster.tag_logs(logger)
+        lr = cluster.describe(logger, config.lr, config.lr_scale_workers)
         if config.seed is not None:
             mx.random.seed(config.seed)
         if config.augment not in AUGMENTATIONS:
@@ -134,56 +147,79 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
         label_shape = (config.batch_size, max(1, (config.label_width - 2) // 6), 6)
         input_shapes = {"data": (config.batch_size,) + data_shape, "label": label_shape}
         # weights before iterators: a missing or corrupt file is one line, before mxnet's iterator logs
-        begin_epoch, args, auxs, frozen, states_file = _start_weights(symbol, config, input_shapes, ctx, logger)
+        begin_epoch, args, auxs, frozen, states_file = _start_weights(symbol, config, input_shapes, ctx, logger,
+                                                                      cluster)
         iter_args = dict(mean_pixels=config.mean_pixels, std_pixels=config.std_pixels,
                          label_pad_width=config.label_width)
         train_settings = dict(cfg[AUGMENTATIONS[config.augment]])
         if config.seed is not None:
             train_settings["seed"] = config.seed  # shuffle order and augmentation draws
+        shards = [num_images]
+        if cluster.distributed:
+            # each worker reads its own contiguous part of the .rec (see train/distributed.py)
+            shards = shard_sizes(config.train_path, cluster.num_workers)
+            if min(shards) < 1:
+                raise UserError(f"{config.train_path}: {num_images} images cannot be shared by "
+                                f"{cluster.num_workers} workers (shards of {shards} images)")
+            train_settings.update(num_parts=cluster.num_workers, part_index=cluster.rank)
         train_iter = DetRecordIter(config.train_path, config.batch_size, data_shape, path_imglist=config.train_list,
                                    **iter_args, **train_settings)
+        # the iterator pads the last batch; every worker runs as many batches as the longest shard needs
+        batches_per_epoch = batches_per_worker(shards, config.batch_size)
+        if cluster.distributed:
+            train_iter = EqualBatches(train_iter, batches_per_epoch, logger, cluster.rank)
         val_iter = None
-        if config.val_path:
+        if config.val_path and cluster.writer:  # rank 0 validates for the job
             val_iter = DetRecordIter(config.val_path, config.batch_size, data_shape, path_imglist=config.val_list,
                                      **iter_args, **cfg.valid)
         if frozen:
             logger.info("Freezed parameters: [%s]", ",".join(frozen))
-        config_file = save_run_config(config)
-        logger.info("Run configuration: %s", config_file)
+        if cluster.writer:
+            logger.info("Run configuration: %s", save_run_config(config))
         if begin_epoch >= config.end_epoch:
             logger.info("Nothing to do: already at epoch %d of %d", begin_epoch, config.end_epoch)
             return {"prefix": config.prefix, "begin_epoch": begin_epoch, "end_epoch": config.end_epoch,
                     "best_map": checkpoint.best_score(config.prefix)}
 
-        batches_per_epoch = -(-num_images // config.batch_size)  # the iterator pads the last batch
-        lr_scheduler = make_lr_scheduler(config.lr, config.lr_steps, config.lr_factor, batches_per_epoch,
+        # dist_async's servers count every worker's push as an update of the schedule
+        schedule_batches = batches_per_epoch * (cluster.num_workers if cluster.distributed and not cluster.sync
+                                                else 1)
+        lr_scheduler = make_lr_scheduler(lr, config.lr_steps, config.lr_factor, schedule_batches,
                                          begin_epoch, config.warmup_epochs, logger)
         optimizer_params = {
-            "learning_rate": config.lr, "momentum": config.momentum, "wd": config.wd,
+            "learning_rate": lr, "momentum": config.momentum, "wd": config.wd,
             "lr_scheduler": lr_scheduler, "clip_gradient": None,
-            "rescale_grad": 1.0 / len(ctx) if ctx else 1.0,
+            # each device's loss is normalised by its own slice: the step is the mean over all slices
+            "rescale_grad": cluster.rescale_grad(1.0 / len(ctx) if ctx else 1.0),
         }
+        if states_file and cluster.update_on_kvstore:
+            logger.info("dist_async: optimizer state of %s not loaded (the servers hold momentum)", states_file)
+            states_file = None
         progress = ProgressLogger(config.batch_size, config.frequent, batches_per_epoch, begin_epoch,
                                   config.end_epoch, logger, lr_of=lambda: mod._optimizer.learning_rate)
         mod = ResumableModule(symbol, label_names=("label",), logger=logger, context=ctx,
                               fixed_param_names=frozen or None, optimizer_states=states_file,
-                              batch_begin_callback=progress.batch_begin)
+                              batch_begin_callback=progress.batch_begin,
+                              update_on_kvstore=cluster.update_on_kvstore)
 
         train_metric = MultiBoxMetric()
         metric_cls = VOC07MApMetric if config.voc07_metric else MApMetric
         valid_metric = metric_cls(config.ovp_thresh, config.use_difficult, config.class_names, pred_idx=3)
         history = TrainingHistory(config.prefix, begin_epoch)
         recorder = EpochRecorder(mod, config.prefix, train_metric, history, progress, logger, keep=config.keep,
-                                 scored_by_fit=val_iter is not None)
+                                 scored_by_fit=val_iter is not None, writer=cluster.writer,
+                                 save_states=not cluster.update_on_kvstore)
         monitor = mx.mon.Monitor(config.iter_monitor, pattern=config.monitor_pattern) \
             if config.iter_monitor > 0 else None
 
+        cluster.start_watchdog(config.dist_timeout)
         mod.fit(
             train_iter, val_iter, eval_metric=train_metric, validation_metric=valid_metric,
-            batch_end_callback=[DivergenceGuard(mod, config.prefix), progress],
-            epoch_end_callback=recorder.epoch_end,
+            batch_end_callback=[DivergenceGuard(mod, config.prefix), progress, cluster.beat],
+            epoch_end_callback=epoch_end_callback(cluster, mod, recorder.epoch_end, logger),
             eval_end_callback=recorder.eval_end if val_iter is not None else None,
-            optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(config.kv_store),
+            eval_batch_end_callback=cluster.beat if val_iter is not None else None,
+            optimizer="sgd", optimizer_params=optimizer_params, kvstore=cluster.kv,
             begin_epoch=begin_epoch, num_epoch=config.end_epoch, initializer=mx.init.Xavier(),
             arg_params=args, aux_params=auxs, allow_missing=True, monitor=monitor,
         )

@@ -38,12 +38,12 @@ from symbol.proposal_target import reset_seeded_streams
 from symbol.rcnn_factory import fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
 from train import checkpoint
 from train.checkpoint import check_params_fit
+from train.distributed import Cluster, EqualBatches, batches_per_worker, epoch_end_callback, load_resume_everywhere
 from train.loop import (
     DivergenceGuard,
     EpochRecorder,
     ResumableModule,
     devices_label,
-    load_resume,
     logging_to,
     make_lr_scheduler,
 )
@@ -84,10 +84,15 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
     ``cfg.rcnn_batch_size`` images on each device of ``ctx``. ``cfg.val_path``
     ('' for none) is scored after every epoch on ``ctx[0]``. ``cfg.seed``
     fixes the initialisation, the image order and flips, the anchor sampling
-    and the ROI sampling of ``proposal_target``.
+    and the ROI sampling of ``proposal_target``. With a ``dist_*`` ``cfg.kv_store``
+    each worker trains on every W-th image and rank 0 alone writes and validates
+    (:mod:`train.distributed`).
     """
     ctx = list(ctx)
-    with logging_to(cfg.log_file) as logger, _proposal_target_seed(cfg.seed):
+    cluster = Cluster(cfg.kv_store)
+    with logging_to(cluster.log_file(cfg.log_file)) as logger, _proposal_target_seed(cfg.seed):
+        cluster.tag_logs(logger)
+        lr = cluster.describe(logger, cfg.lr, cfg.lr_scale_workers)
         get_network(cfg.network)  # an unknown name is a one-line error before anything is read
         if cfg.num_classes < 1:
             raise UserError(f"--num-class {cfg.num_classes}: need at least one object class")
@@ -102,15 +107,21 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
         symbol = get_rcnn_train(cfg.network, cfg.num_classes, cfg)
         batch_size = cfg.rcnn_batch_size * len(ctx)
         loader = AnchorLoader.from_config(cfg.train_path, cfg, feat_shape_from_symbol(symbol), batch_size=batch_size,
-                                          seed=cfg.seed)
+                                          seed=cfg.seed, num_parts=cluster.num_workers, part_index=cluster.rank)
+        # every worker runs as many batches as the longest shard (incomplete batches dropped, as the original)
+        batches_per_epoch = batches_per_worker(loader.shard_sizes, batch_size, drop_last=True)
+        if min(loader.shard_sizes) < batch_size:
+            raise UserError(f"{cfg.train_path}: shards of {loader.shard_sizes} images with objects for "
+                            f"{cluster.num_workers} workers; each needs at least a batch of {batch_size}")
+        train_data = EqualBatches(loader, batches_per_epoch, logger, cluster.rank) if cluster.distributed else loader
         if loader.num_skipped:
             logger.info("Skipped %d of %d training images without objects", loader.num_skipped,
-                        loader.num_skipped + len(loader.keys))
+                        loader.num_skipped + sum(loader.shard_sizes))
         input_shapes = {desc.name: desc.shape for desc in loader.provide_data + loader.provide_label}
 
         ctx_str = devices_label(ctx)
         begin_epoch = int(cfg.begin_epoch)
-        resume, args, auxs, source, states_file = load_resume(cfg.prefix, cfg.resume, ctx, logger)
+        resume, args, auxs, source, states_file = load_resume_everywhere(cluster, cfg.prefix, cfg.resume, ctx, logger)
         if resume > 0:
             begin_epoch = resume
         elif cfg.pretrained:
@@ -129,28 +140,34 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
         elif cfg.net_fixed_params:
             logger.info("No pretrained weights: --net-fixed-params %s not applied", list(cfg.net_fixed_params))
 
-        config_file = save_run_config(cfg)
+        config_file = save_run_config(cfg) if cluster.writer else "(written by rank 0)"
         logger.info("Run configuration: %s", config_file)
         if begin_epoch >= cfg.end_epoch:
             logger.info("Nothing to do: already at epoch %d of %d", begin_epoch, cfg.end_epoch)
             return {"prefix": cfg.prefix, "begin_epoch": begin_epoch, "end_epoch": cfg.end_epoch,
                     "best_map": checkpoint.best_score(cfg.prefix)}
 
-        batches_per_epoch = len(loader)
-        lr_scheduler = make_lr_scheduler(cfg.lr, cfg.lr_steps, cfg.lr_factor, batches_per_epoch, begin_epoch,
+        # dist_async's servers count every worker's push as an update of the schedule
+        schedule_batches = batches_per_epoch * (cluster.num_workers if cluster.distributed and not cluster.sync
+                                                else 1)
+        lr_scheduler = make_lr_scheduler(lr, cfg.lr_steps, cfg.lr_factor, schedule_batches, begin_epoch,
                                          cfg.warmup_epochs, logger)
         optimizer_params = {
-            "learning_rate": cfg.lr, "momentum": cfg.momentum, "wd": cfg.wd, "lr_scheduler": lr_scheduler,
-            "clip_gradient": 5.0, "rescale_grad": 1.0 / batch_size,
+            "learning_rate": lr, "momentum": cfg.momentum, "wd": cfg.wd, "lr_scheduler": lr_scheduler,
+            "clip_gradient": 5.0, "rescale_grad": cluster.rescale_grad(1.0 / batch_size),
         }
+        if states_file and cluster.update_on_kvstore:
+            logger.info("dist_async: optimizer state of %s not loaded (the servers hold momentum)", states_file)
+            states_file = None
         progress = ProgressLogger(batch_size, cfg.frequent, batches_per_epoch, begin_epoch, cfg.end_epoch, logger,
                                   lr_of=lambda: mod._optimizer.learning_rate)
         mod = ResumableModule(symbol, data_names=DATA_NAMES, label_names=LABEL_NAMES, logger=logger, context=ctx,
                               fixed_param_names=frozen or None, optimizer_states=states_file,
-                              batch_begin_callback=progress.batch_begin)
+                              batch_begin_callback=progress.batch_begin,
+                              update_on_kvstore=cluster.update_on_kvstore)
 
         validate = None
-        if cfg.val_path:
+        if cfg.val_path and cluster.writer:  # rank 0 validates for the job
             eval_cfg = inference_config(cfg)
 
             def validate(module: mx.mod.BaseModule) -> float:
@@ -162,12 +179,14 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
         train_metric = rcnn_metrics()
         history = TrainingHistory(cfg.prefix, begin_epoch)
         recorder = EpochRecorder(mod, cfg.prefix, train_metric, history, progress, logger, keep=cfg.keep,
-                                 validate=validate)
+                                 validate=validate, writer=cluster.writer, save_states=not cluster.update_on_kvstore)
 
+        cluster.start_watchdog(cfg.dist_timeout)
         mod.fit(
-            loader, eval_metric=train_metric, batch_end_callback=[DivergenceGuard(mod, cfg.prefix), progress],
-            epoch_end_callback=recorder.epoch_end,
-            optimizer="sgd", optimizer_params=optimizer_params, kvstore=mx.kvstore.create(cfg.kv_store),
+            train_data, eval_metric=train_metric,
+            batch_end_callback=[DivergenceGuard(mod, cfg.prefix), progress, cluster.beat],
+            epoch_end_callback=epoch_end_callback(cluster, mod, recorder.epoch_end, logger),
+            optimizer="sgd", optimizer_params=optimizer_params, kvstore=cluster.kv,
             begin_epoch=begin_epoch, num_epoch=cfg.end_epoch, initializer=rcnn_initializer(),
             arg_params=args, aux_params=auxs, allow_missing=True,
         )

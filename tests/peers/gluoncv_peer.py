@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 
 import mxnet as mx
 import numpy as np
@@ -25,7 +26,9 @@ def import_gluoncv() -> types.ModuleType:
     saved = sys.modules.get("torch", missing)
     sys.modules["torch"] = None  # type: ignore[assignment]
     try:
-        import gluoncv
+        with warnings.catch_warnings():  # its version check uses distutils' deprecated LooseVersion
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import gluoncv
     finally:
         if saved is missing:
             del sys.modules["torch"]
@@ -47,30 +50,55 @@ def build_random_ssd(name: str, x: mx.nd.NDArray, seed: int, loc_std: float = 0.
     """``get_model(name, pretrained=False, pretrained_base=False)`` with a fixed random initialisation.
 
     GluonCV's own initialisers (Xavier for the convolutions) with random biases and L2 scales, then
-    the heads rescaled on ``x`` as ssd.pytorch's peer does: offsets of about ``loc_std``, class logits
-    of about ``conf_std``, background raised by ``background``, so that a few anchors per image
-    have one clearly winning class.
+    the heads rescaled on the calibration batch ``x`` as ssd.pytorch's peer does: offsets of about
+    ``loc_std``, class logits of about ``conf_std``, background raised by ``background``, so that a
+    few anchors per image have one clearly winning class.
     """
     gluoncv = import_gluoncv()
     mx.random.seed(seed)
     rng = np.random.RandomState(seed)
     net = gluoncv.model_zoo.get_model(name, pretrained=False, pretrained_base=False)
     net.initialize()
-    net(x)  # deferred initialisation happens here
-    for param_name, param in net.collect_params().items():
-        if param_name.endswith("bias"):
-            param.set_data(mx.nd.array(rng.normal(0, 0.1, param.shape)))
-        elif param_name.endswith("normalize_scale"):
+    net.features(x)  # deferred initialisation of the base and extras ...
+    for name_, param in net.collect_params().items():
+        if name_.endswith("normalize_scale"):
             param.set_data(mx.nd.array(rng.uniform(10, 30, param.shape)))
+        elif name_.endswith("bias") and "predictor" not in name_:
+            param.set_data(mx.nd.array(rng.normal(0, 0.1, param.shape)))
     features = net.features(x)
     num_classes = len(net.classes) + 1
     for feature, cls_head, box_head in zip(features, net.class_predictors, net.box_predictors):
         for head, std in ((box_head, loc_std), (cls_head, conf_std)):
-            weight, bias = head.predictor.weight, head.predictor.bias
-            weight.set_data(weight.data() * (std / head(feature).asnumpy().std()))
-            if head is box_head:
-                bias.set_data(bias.data() * (loc_std / 0.1))
+            raw = head(feature)  # ... and of the heads
+            bias_std = loc_std if head is box_head else 0.1
+            head.predictor.bias.set_data(mx.nd.array(rng.normal(0, bias_std, head.predictor.bias.shape)))
+            head.predictor.weight.set_data(head.predictor.weight.data() * (std / raw.asnumpy().std()))
         bias = cls_head.predictor.bias.data().asnumpy().reshape(-1, num_classes)
         bias[:, 0] += background
         cls_head.predictor.bias.set_data(mx.nd.array(bias.reshape(-1)))
     return net
+
+
+def forward_with_heads(net, x: mx.nd.NDArray) -> tuple[np.ndarray, ...]:
+    """One forward pass of GluonCV's SSD: ``(cls_preds [B, N, C+1], box_preds [B, N, 4], anchors [N, 4]
+    centre form in pixels, ids [B, K, 1], scores [B, K, 1], bboxes [B, K, 4])``.
+
+    The raw heads are caught with forward hooks on GluonCV's own predictor and anchor blocks and
+    arranged as its ``hybrid_forward`` arranges them (channels-last, flattened, concatenated).
+    """
+    caught: dict[str, list] = {"cls": [], "box": [], "anchor": []}
+    hooks = []
+    for kind, blocks in (("cls", net.class_predictors), ("box", net.box_predictors), ("anchor", net.anchor_generators)):
+        for block in blocks:
+            hooks.append(block.register_forward_hook(lambda _, __, out, kind=kind: caught[kind].append(out.asnumpy())))
+    try:
+        ids, scores, bboxes = (out.asnumpy() for out in net(x))
+    finally:
+        for hook in hooks:
+            hook.detach()
+    batch = x.shape[0]
+    flat = {kind: np.concatenate([o.transpose(0, 2, 3, 1).reshape(batch, -1) for o in caught[kind]], 1)
+            for kind in ("cls", "box")}
+    anchors = np.concatenate([a.reshape(-1, 4) for a in caught["anchor"]])
+    return (flat["cls"].reshape(batch, -1, len(net.classes) + 1), flat["box"].reshape(batch, -1, 4), anchors,
+            ids, scores, bboxes)

@@ -1,0 +1,160 @@
+"""Running a model written by tools/export_onnx.py with onnxruntime: ``evaluate.py --onnx`` and ``demo.py --onnx``.
+
+The model carries what it needs in its metadata (network, input size, classes, pixel statistics,
+NMS settings): :func:`onnx_settings` turns it into the :class:`~evaluate.run_settings.InferenceSettings`
+the scripts use for checkpoints, so the flags that would set those are refused with ``--onnx``
+(:func:`refuse_with_onnx`). Preprocessing is :class:`evaluate.detector.Detector`'s, and evaluation
+goes through the one scoring loop (:func:`evaluate.scoring.score_unpadded`), so an ONNX model and its
+checkpoint are scored identically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from config.errors import UserError
+from evaluate.run_settings import InferenceSettings
+from tools.cli import refuse_given
+
+# evaluate.py/demo.py dests that --onnx replaces: the model's metadata sets them, or it cannot use them
+ONNX_MODEL_FLAGS = ("prefix", "epoch", "network", "num_class", "class_names", "data_shape", "mean_r", "mean_g",
+                    "mean_b", "std_r", "std_g", "std_b", "nms_thresh", "nms_topk", "force_nms", "deploy_net",
+                    "coco", "rcnn_nms_thresh", "rcnn_conf_thresh", "max_per_image")
+ONNX_DEVICE_FLAGS = ("gpus", "cpus", "cpu", "gpu_id")
+
+
+def refuse_with_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A one-line error for a flag that ``--onnx`` makes meaningless (``args.given`` from parse_known_given)."""
+    refuse_given(parser, args, [d for d in ONNX_MODEL_FLAGS if hasattr(args, d)],
+                 "not with --onnx: the model's metadata sets its network, classes, input size, preprocessing "
+                 "and NMS (re-export it with tools/export_onnx.py to change them)")
+    refuse_given(parser, args, [d for d in ONNX_DEVICE_FLAGS if hasattr(args, d)],
+                 "not with --onnx: onnxruntime runs the model on the CPU")
+
+
+def open_session(path: str):
+    """``(onnxruntime.InferenceSession, metadata settings dict)`` of an exported model; one-line errors."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("--onnx: needs onnxruntime: pip install -e '.[onnx]'") from None
+    if not os.path.isfile(path):
+        raise UserError(f"--onnx {path}: file not found")
+    try:
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initializers are not the user's business
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+        raise UserError(f"--onnx {path}: cannot be loaded by onnxruntime ({str(err).splitlines()[0]})") from None
+    from tools.export_onnx import METADATA_KEY
+
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise UserError(f"--onnx {path}: no '{METADATA_KEY}' metadata; export the model with tools/export_onnx.py")
+    return session, json.loads(meta[METADATA_KEY])
+
+
+def onnx_settings(path: str) -> InferenceSettings:
+    """The :class:`InferenceSettings` an exported model's metadata describes (``prefix`` is the file)."""
+    _, meta = open_session(path)
+    return InferenceSettings(
+        prefix=path, network=meta["network"], num_classes=int(meta["num_classes"]), class_names=meta["class_names"],
+        data_shape=int(meta["data_shape"]), mean_pixels=tuple(meta["mean_pixels"]),
+        std_pixels=tuple(meta["std_pixels"]), nms_thresh=float(meta["nms_thresh"]), nms_topk=int(meta["nms_topk"]),
+        force_suppress=bool(meta["force_suppress"]), label_width=int(meta["label_width"]))
+
+
+class OnnxModule:
+    """The part of ``mx.mod.Module`` that :func:`evaluate.scoring.score_unpadded` uses, over onnxruntime."""
+
+    def __init__(self, session):
+        self.session = session
+        self._outputs: list = []
+
+    def run(self, data: np.ndarray) -> np.ndarray:
+        """``data [B, 3, S, S]`` float32 -> ``detections [B, K, 6]``."""
+        return self.session.run(["detections"], {"data": np.ascontiguousarray(data, dtype=np.float32)})[0]
+
+    def forward(self, batch, is_train: bool = False) -> None:
+        import mxnet as mx
+
+        self._outputs = [mx.nd.array(self.run(batch.data[0].asnumpy()))]
+
+    def get_outputs(self) -> list:
+        return self._outputs
+
+
+class OnnxDetector:
+    """:class:`evaluate.detector.Detector` over an exported model: BGR images in, per-image
+    ``[n, 6]`` rows ``[cls, score, x1, y1, x2, y2]`` in that image's pixels out."""
+
+    def __init__(self, path: str, batch_size: int = 1):
+        self.session, meta = open_session(path)
+        self.module = OnnxModule(self.session)
+        self.data_shape = int(meta["data_shape"])
+        self.batch_size = batch_size
+        self.mean = np.asarray(meta["mean_pixels"], dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(meta["std_pixels"], dtype=np.float32).reshape(3, 1, 1)
+
+    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
+        """BGR HxWx3 uint8 -> ``[3, S, S]`` float32: :meth:`evaluate.detector.Detector.preprocess`'s steps
+        (bilinear resize, BGR -> RGB, (x - mean) / std, CHW); tests/test_onnx_export.py checks they agree."""
+        import cv2
+
+        resized = cv2.resize(image_bgr, (self.data_shape, self.data_shape), interpolation=cv2.INTER_LINEAR)
+        rgb = resized[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)
+        return (rgb - self.mean) / self.std
+
+    def detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> list:
+        results = []
+        for start in range(0, len(images_bgr), self.batch_size):
+            chunk = images_bgr[start:start + self.batch_size]
+            output = self.module.run(np.stack([self.preprocess(image) for image in chunk]))
+            for image, dets in zip(chunk, output):
+                dets = dets[(dets[:, 0] >= 0) & (dets[:, 1] >= thresh)].copy()
+                height, width = image.shape[:2]
+                dets[:, 2:6] *= np.array([width, height, width, height], dtype=np.float32)
+                results.append(dets)
+        return results
+
+    def timed_detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> tuple:
+        tic = time.time()
+        dets = self.detect(images_bgr, thresh)
+        return dets, time.time() - tic
+
+
+def evaluate_onnx(path: str, path_imgrec: str, settings: InferenceSettings, batch_size: int = 32,
+                  path_imglist: str = "", ovp_thresh: float = 0.5, use_difficult: bool = False,
+                  voc07_metric: bool = True, num_batch: int | None = None, label_pad_width: int | None = None) -> dict:
+    """VOC mAP of an exported model on ``path_imgrec``: the dict of :func:`evaluate.evaluate_net.evaluate_net`."""
+    from config.config import cfg
+    from dataset.iterator import DetRecordIter
+    from dataset.record_scan import scan_labels
+    from evaluate.eval_metric import MApMetric, VOC07MApMetric
+    from evaluate.scoring import score_unpadded
+
+    if not os.path.isfile(path_imgrec):
+        raise UserError(f"--rec-path {path_imgrec}: file not found")
+    session, _ = open_session(path)
+    scan_labels(path_imgrec, path_imglist, settings.num_classes)
+    shape = settings.data_shape
+    eval_iter = DetRecordIter(path_imgrec, batch_size, (3, shape, shape), mean_pixels=settings.mean_pixels,
+                              std_pixels=settings.std_pixels,
+                              label_pad_width=label_pad_width if label_pad_width is not None else settings.label_width,
+                              path_imglist=path_imglist, **cfg.valid)
+    metric = (VOC07MApMetric if voc07_metric else MApMetric)(ovp_thresh, use_difficult, settings.class_names,
+                                                             pred_idx=0)
+    tic = time.time()
+    images = score_unpadded(OnnxModule(session), eval_iter, [metric], num_batch)
+    elapsed = time.time() - tic
+    logging.getLogger().info("Evaluated %d images in %.1f s (%.1f images/sec, onnxruntime)", images, elapsed,
+                             images / max(elapsed, 1e-9))
+    names, values = metric.get()
+    aps = {name: float(value) for name, value in zip(names, values) if name != "mAP"}
+    return {"aps": aps, "mAP": float(values[-1]), "metric": metric, "seconds": elapsed, "images": images}
