@@ -42,3 +42,13 @@ def test_unknown_network_and_late_threads_are_user_errors():
         benchmark.main(["-n", "nosuch", "-b", "1"])
     with pytest.raises(UserError, match="^--threads"):  # mxnet is loaded by now: too late for OMP_NUM_THREADS
         benchmark.main(["-n", "toy", "--threads", "1"])
+
+
+def test_distributed_benchmark_reads_epoch_times_and_sizes_the_traffic():
+    from tools.benchmark_dist import bytes_per_step, epoch_seconds
+
+    log = ("12:00:01 Epoch[0] Time cost=9.000\n[rank 1] 12:00:01 Epoch[0] Time cost=9.100\n"
+           "12:00:05 Epoch[1] Time cost=4.000\n12:00:09 Epoch[2] Time cost=2.000\n")
+    assert epoch_seconds(log) == [4.0, 2.0]  # the first epoch is not timed
+    # SSD300: every one of its 26,285,486 parameters as float32, up and down
+    assert bytes_per_step("vgg16_reduced", 300) == 26_285_486 * 4 * 2
