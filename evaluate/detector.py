@@ -9,6 +9,15 @@ import mxnet as mx
 import numpy as np
 
 
+def kept_in_pixels(dets: np.ndarray, image: np.ndarray, thresh: float) -> np.ndarray:
+    """``[N, 6]`` detection rows of one image, normalised, to the rows kept (cls >= 0, score >= ``thresh``)
+    with boxes in ``image``'s pixels."""
+    dets = dets[(dets[:, 0] >= 0) & (dets[:, 1] >= thresh)].copy()
+    height, width = image.shape[:2]
+    dets[:, 2:6] *= np.array([width, height, width, height], dtype=np.float32)
+    return dets
+
+
 class Detector:
     """Batched SSD inference on BGR images of any size.
 
@@ -52,12 +61,7 @@ class Detector:
                 batch[i] = self.preprocess(image)
             self.mod.forward(mx.io.DataBatch([mx.nd.array(batch)]), is_train=False)
             output = self.mod.get_outputs()[0].asnumpy()
-            for i, image in enumerate(chunk):
-                dets = output[i]
-                dets = dets[(dets[:, 0] >= 0) & (dets[:, 1] >= thresh)].copy()
-                height, width = image.shape[:2]
-                dets[:, 2:6] *= np.array([width, height, width, height], dtype=np.float32)
-                results.append(dets)
+            results += [kept_in_pixels(dets, image, thresh) for image, dets in zip(chunk, output)]
         return results
 
     def timed_detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> tuple:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from config.errors import UserError
+from evaluate.detector import kept_in_pixels
 from evaluate.run_settings import InferenceSettings
 from tools.cli import refuse_given
 
@@ -116,11 +117,7 @@ class OnnxDetector:
         for start in range(0, len(images_bgr), self.batch_size):
             chunk = images_bgr[start:start + self.batch_size]
             output = self.module.run(np.stack([self.preprocess(image) for image in chunk]))
-            for image, dets in zip(chunk, output):
-                dets = dets[(dets[:, 0] >= 0) & (dets[:, 1] >= thresh)].copy()
-                height, width = image.shape[:2]
-                dets[:, 2:6] *= np.array([width, height, width, height], dtype=np.float32)
-                results.append(dets)
+            results += [kept_in_pixels(dets, image, thresh) for image, dets in zip(chunk, output)]
         return results
 
     def timed_detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> tuple:

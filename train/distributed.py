@@ -117,6 +117,10 @@ class Cluster:
             return None
         return not self.sync
 
+    def schedule_batches(self, batches_per_epoch: int) -> int:
+        """Optimizer updates per epoch: dist_async's servers count every worker's push as one."""
+        return batches_per_epoch * (self.num_workers if self.distributed and not self.sync else 1)
+
     def rescale_grad(self, per_process: float) -> float:
         """``rescale_grad`` of one process's summed device gradients, divided by the worker count when
         the servers sum every worker's gradients (sync): the step is then the mean over all slices."""

@@ -181,9 +181,7 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
             return {"prefix": config.prefix, "begin_epoch": begin_epoch, "end_epoch": config.end_epoch,
                     "best_map": checkpoint.best_score(config.prefix)}
 
-        # dist_async's servers count every worker's push as an update of the schedule
-        schedule_batches = batches_per_epoch * (cluster.num_workers if cluster.distributed and not cluster.sync
-                                                else 1)
+        schedule_batches = cluster.schedule_batches(batches_per_epoch)
         lr_scheduler = make_lr_scheduler(lr, config.lr_steps, config.lr_factor, schedule_batches,
                                          begin_epoch, config.warmup_epochs, logger)
         optimizer_params = {

@@ -147,9 +147,7 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
             return {"prefix": cfg.prefix, "begin_epoch": begin_epoch, "end_epoch": cfg.end_epoch,
                     "best_map": checkpoint.best_score(cfg.prefix)}
 
-        # dist_async's servers count every worker's push as an update of the schedule
-        schedule_batches = batches_per_epoch * (cluster.num_workers if cluster.distributed and not cluster.sync
-                                                else 1)
+        schedule_batches = cluster.schedule_batches(batches_per_epoch)
         lr_scheduler = make_lr_scheduler(lr, cfg.lr_steps, cfg.lr_factor, schedule_batches, begin_epoch,
                                          cfg.warmup_epochs, logger)
         optimizer_params = {
