@@ -38,13 +38,17 @@ def deploy_prefix(prefix: str) -> str:
     return os.path.join(directory, f"deploy_{base}")
 
 
-def saved_graph_overrides(prefix: str) -> dict:
+def saved_graph_overrides(prefix: str, data_shape: int) -> dict:
     """The graph settings saved in the run config beside ``prefix`` (``SSDConfig.graph_overrides``), or ``{}``.
 
     A converted model (tools/convert_weights.py) keeps its own toolkit's anchors and box decoding
-    this way; a model trained here has none and uses the network's preset.
+    this way; a model trained here has none and uses the network's preset. Those anchors are for the
+    run config's data shape: another ``data_shape`` is a one-line error.
     """
-    overrides = getattr(load_run_config(prefix), "graph_overrides", None) or {}
+    run = load_run_config(prefix)
+    overrides = getattr(run, "graph_overrides", None) or {}
+    if overrides and data_shape != run.data_shape:
+        raise UserError(f"--data-shape {data_shape}: {prefix}-ssd.json holds anchors for data shape {run.data_shape}")
     unknown = sorted(set(overrides) - set(GRAPH_OVERRIDE_KEYS))
     if unknown:
         raise UserError(f"{prefix}-ssd.json: unknown graph_overrides key {unknown[0]!r} "
@@ -79,7 +83,7 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
         _, args, auxs = load_checkpoint(prefix, epoch, flag="--prefix/--epoch")
         symbol = get_symbol(network, data_shape, num_classes=num_classes, nms_thresh=nms_thresh,
                             force_suppress=force_suppress, nms_topk=nms_topk,
-                            **saved_graph_overrides(prefix))
+                            **saved_graph_overrides(prefix, data_shape))
     source = f"{model_prefix if deploy else prefix}-{epoch:04d}.params"
     check_params_fit(symbol, args, auxs, {"data": (1, 3, data_shape, data_shape)}, source, num_classes,
                      require_all=True)

@@ -160,12 +160,12 @@ def test_missing_model_is_one_line(quick):
 
 
 def run_detection_graph(cls_prob: np.ndarray, loc: np.ndarray, anchors: np.ndarray, nms: float, topk: int,
-                        force: bool) -> np.ndarray:
+                        force: bool, clip: bool = True) -> np.ndarray:
     """The exporter's decoding + NMS alone, on given ``cls_prob [B, C+1, N]`` and ``loc [B, 4N]``."""
     from onnx import TensorProto, helper
 
     num_classes = cls_prob.shape[1] - 1
-    nodes, inits = detection_nodes(num_classes, anchors, (0.1, 0.1, 0.2, 0.2), nms, topk, force)
+    nodes, inits = detection_nodes(num_classes, anchors, (0.1, 0.1, 0.2, 0.2), nms, topk, force, clip=clip)
     graph = helper.make_graph(nodes, "det", [
         helper.make_tensor_value_info("multibox_loc_pred", TensorProto.FLOAT, [None, loc.shape[1]]),
         helper.make_tensor_value_info("cls_prob", TensorProto.FLOAT, [None, num_classes + 1, anchors.shape[0]])],
@@ -175,9 +175,10 @@ def run_detection_graph(cls_prob: np.ndarray, loc: np.ndarray, anchors: np.ndarr
     return session.run(["detections"], {"multibox_loc_pred": loc, "cls_prob": cls_prob})[0]
 
 
-@pytest.mark.parametrize("nms, topk, force", [(0.45, 400, False), (0.3, 50, False), (0.5, -1, True),
-                                               (0.45, 20, True), (0.0, 400, False)])
-def test_decoding_and_nms_match_multibox_detection(nms, topk, force):
+@pytest.mark.parametrize("nms, topk, force, clip", [(0.45, 400, False, True), (0.3, 50, False, True),
+                                                     (0.5, -1, True, True), (0.45, 20, True, True),
+                                                     (0.0, 400, False, True), (0.45, 400, False, False)])
+def test_decoding_and_nms_match_multibox_detection(nms, topk, force, clip):
     """Random scores, offsets and anchors (no network): the kept rows are MultiBoxDetection's exactly."""
     rng = np.random.default_rng(int(nms * 100) + topk)
     batch, classes, anchors_n = 3, 5, 600
@@ -189,8 +190,8 @@ def test_decoding_and_nms_match_multibox_detection(nms, topk, force):
     anchors = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
     reference = mx.nd.contrib.MultiBoxDetection(
         mx.nd.array(cls_prob), mx.nd.array(loc), mx.nd.array(anchors[None]), nms_threshold=nms,
-        force_suppress=force, nms_topk=topk, variances=(0.1, 0.1, 0.2, 0.2)).asnumpy()
-    ours = run_detection_graph(cls_prob, loc, anchors, nms, topk, force)
+        force_suppress=force, nms_topk=topk, variances=(0.1, 0.1, 0.2, 0.2), clip=clip).asnumpy()
+    ours = run_detection_graph(cls_prob, loc, anchors, nms, topk, force, clip)
     assert ours.shape == (batch, anchors_n if topk <= 0 or nms == 0 else topk, 6)
     for raw_mx, raw_onnx in zip(reference, ours):
         result = compare_kept(raw_mx, raw_onnx, None, tol=1e-6)

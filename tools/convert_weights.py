@@ -8,8 +8,9 @@
 A detector becomes a checkpoint of the ``vgg16_reduced`` SSD: ``PREFIX-symbol.json`` and
 ``PREFIX-0000.params`` with this toolkit's parameter names, and ``PREFIX-ssd.json``, the run config
 evaluate.py, demo.py and tools/deploy.py read (network, data shape, class names, pixel statistics,
-NMS settings, and the peer's own anchors and box decoding in ``SSDConfig.graph_overrides``). The VGG16 base becomes
-``PREFIX-symbol.json`` and ``PREFIX-0001.params`` for ``train.py --pretrained PREFIX --epoch 1``.
+NMS settings, and in ``SSDConfig.graph_overrides`` the peer's own anchors and box decoding). The
+VGG16 base becomes ``PREFIX-symbol.json`` and ``PREFIX-0001.params`` for
+``train.py --pretrained PREFIX --epoch 1``.
 
 What each peer computes, and how the checkpoint reproduces it (tests/test_convert_weights.py checks
 every point against the peer's own model code):
@@ -397,6 +398,10 @@ def check_gluon_anchors(weights: Weights, peer: PeerAnchors, model: str) -> None
 def convert_gluoncv(weights: Weights, model: str) -> Converted:
     """GluonCV ``ssd_300_vgg16_atrous_voc`` / ``ssd_512_vgg16_atrous_voc`` from ``net.save_parameters``."""
     spec = GLUONCV_MODELS[model]
+    if "features.stages.0.0.weight" not in weights.tensors and any(k.startswith("ssd") for k in weights.tensors):
+        # Block.save_params (before mxnet 1.3) named parameters by prefix: ssd0_vgg16atrousextractor0_conv0_weight
+        raise UserError(f"--input {weights.path}: parameters named by prefix (the old save_params); load it with "
+                        "GluonCV (net.load_parameters) and write it again with net.save_parameters")
     size = spec.data_shape
     heads, extras, preset = ssd_layer_names(size)
     out = Converted(weights.path, data_shape=size, nms_thresh=GLUONCV_NMS, nms_topk=GLUONCV_TOPK)

@@ -114,12 +114,13 @@ def _const(name: str, value, dtype=np.float32):
 
 def detection_nodes(num_classes: int, anchors: np.ndarray, variances, nms_thresh: float, nms_topk: int,
                     force_suppress: bool, loc: str = "multibox_loc_pred", cls_prob: str = "cls_prob",
-                    out: str = "detections") -> tuple[list, list]:
+                    out: str = "detections", clip: bool = True) -> tuple[list, list]:
     """``(nodes, initializers)`` computing ``out [B, K, 6]`` from ``loc [B, 4N]`` and ``cls_prob [B, C+1, N]``.
 
     Needs opset 18 or later (ReduceMax takes its axes as an input; mx2onnx 1.9.1 with onnx 1.15 writes
     opset 20). The arithmetic follows multibox_detection.cc operation by operation (``ox = px * vx * aw + ax``,
-    ``ow = exp(pw * vw) * aw / 2``) so that boxes agree with mxnet's to float32 rounding.
+    ``ow = exp(pw * vw) * aw / 2``) so that boxes agree with mxnet's to float32 rounding. ``clip`` is the
+    node's ``clip`` attribute: decoded boxes cut to [0, 1] before NMS (converted peer models turn it off).
     """
     from onnx import TensorProto, helper
 
@@ -162,7 +163,8 @@ def detection_nodes(num_classes: int, anchors: np.ndarray, variances, nms_thresh
         n("Sub", ["det_ctr", "det_half"], ["det_min_raw"]),
         n("Add", ["det_ctr", "det_half"], ["det_max_raw"]),
         n("Concat", ["det_min_raw", "det_max_raw"], ["det_boxes_raw"], axis=2),
-        n("Clip", ["det_boxes_raw", "det_zero", "det_one"], ["det_boxes"]),  # [B, N, 4]
+        n("Clip", ["det_boxes_raw", "det_zero", "det_one"], ["det_boxes"]) if clip
+        else n("Identity", ["det_boxes_raw"], ["det_boxes"]),  # [B, N, 4]
         # best non-background class and its score; below the threshold: dropped (score -1)
         n("Slice", [cls_prob, "det_s1", "det_sc", "det_axis1"], ["det_fg"]),  # [B, C, N]
         n("ReduceMax", ["det_fg", "det_axis1"], ["det_score"], keepdims=0),  # [B, N]
@@ -245,7 +247,7 @@ def export_onnx(prefix: str, epoch: int, out: str) -> str:
     del graph.input[:]
     graph.input.extend(inputs)
     nodes, inits = detection_nodes(run.num_classes, anchors, VARIANCES, run.nms_thresh, run.nms_topk,
-                                   run.force_suppress)
+                                   run.force_suppress, clip=str(attrs.get("clip", "True")).lower() in ("true", "1"))
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
     del graph.output[:]
