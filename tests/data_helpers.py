@@ -9,11 +9,14 @@ Import from a test file as ``from data_helpers import ...`` (pytest puts
 * :func:`expected_labels` — the generator's own objects, normalised as the ``.rec`` holds them.
 * :func:`pack` — run tools/prepare_dataset.py in-process; :func:`read_rec_labels` — iterate a
   ``.rec`` with ``DetRecordIter`` and return each image's objects.
+* :func:`load_script` — a top-level script (``train``, ``evaluate``, ``demo``) as a module.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import types
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
@@ -159,3 +162,13 @@ def read_rec_labels(rec: str, data_shape: int = 64, batch_size: int = 4, epochs:
                 rows = labels[k][labels[k][:, 0] >= 0]
                 out.append((int(batch.index[k]), data[k], rows))
     return out
+
+
+def load_script(name: str) -> types.ModuleType:
+    """``<repo>/<name>.py`` as a fresh module, so tests can call its ``main`` in-process
+    (``evaluate.py`` cannot be imported by name: the ``evaluate/`` package wins)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(root, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

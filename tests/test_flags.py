@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import importlib.util
 import inspect
 import os
 import shlex
 import shutil
-import types
 
 import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from data_helpers import load_script
 
 import config.devices
 from config.errors import UserError
@@ -57,12 +56,6 @@ CHANGE, ERROR = "changes", "error"
 FAMILIES = ("ssd", "rcnn")
 
 
-def load_script(name: str) -> types.ModuleType:
-    """Import a script by path (``evaluate.py`` cannot be imported by name: the ``evaluate/`` package wins)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_flags_script", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 train_script, evaluate_script, demo_script = (load_script(name) for name in ("train", "evaluate", "demo"))

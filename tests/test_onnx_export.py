@@ -7,13 +7,13 @@ else fails (see ``deploy_helpers.compare_kept``).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import mxnet as mx
 import numpy as np
 import pytest
+from data_helpers import load_script
 
 from config.errors import UserError
 
@@ -36,11 +36,6 @@ from train.run_config import load_run_config  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_onnx_script", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

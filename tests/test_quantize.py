@@ -1,12 +1,12 @@
 """tools/quantize.py (INT8, MKLDNN) and the FP32 inference path on the MKLDNN subgraph backend."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+from data_helpers import load_script
 from deploy_helpers import batches_of, compare_kept, iou, mxnet_raw, quickstart_like, ssd300_random
 
 from config.errors import UserError
@@ -17,11 +17,6 @@ from train.run_config import load_run_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_quantize_script", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ Bad input needs no training: it fails before the first batch.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from data_helpers import load_script
 
 from config.errors import UserError
 from config.train_config import RCNNConfig
@@ -36,11 +36,6 @@ NETWORK = "faster_rcnn_small"
 EPOCHS = 6
 
 
-def load_script(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 train_script, evaluate_script, demo_script = (load_script(name) for name in ("train", "evaluate", "demo"))

@@ -13,6 +13,7 @@ import types
 import mxnet as mx
 import numpy as np
 import pytest
+from data_helpers import load_script
 
 from config.errors import UserError
 from train import checkpoint
@@ -95,18 +96,11 @@ def test_run_config_is_saved_and_read_back(synthetic_rec, tmp_path, no_augmentat
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
 
 
-def _script(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_evaluate_and_demo_need_only_prefix_and_epoch(trained_toy, tmp_path, capsys):
     """The checkpoint's own settings, not the scripts' defaults (vgg16_reduced, 300 px, 20 VOC classes)."""
-    evaluate, demo = _script("evaluate"), _script("demo")
+    evaluate, demo = load_script("evaluate"), load_script("demo")
     evaluate.main(["--prefix", trained_toy.checkpoint, "--epoch", "2", "--rec-path", trained_toy.val_rec])
     table = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in table[2:-1]] == trained_toy.classes and table[-1].startswith("mAP = ")
@@ -123,7 +117,7 @@ def test_evaluate_and_demo_need_only_prefix_and_epoch(trained_toy, tmp_path, cap
 
 def test_checkpoint_without_run_config_works_with_explicit_flags(trained_toy, tmp_path, capsys):
     """Checkpoints of the original example have no JSON: the flags say everything, as before."""
-    evaluate = _script("evaluate")
+    evaluate = load_script("evaluate")
     for name in os.listdir(os.path.dirname(trained_toy.checkpoint)):
         if name.startswith(os.path.basename(trained_toy.checkpoint)) and not name.endswith(".json"):
             shutil.copy(os.path.join(os.path.dirname(trained_toy.checkpoint), name), tmp_path / name)
@@ -150,7 +144,7 @@ def test_checkpoint_without_run_config_works_with_explicit_flags(trained_toy, tm
     (["--deploy", "--nms", "0.3"], "--nms: the --deploy graph has its NMS settings built in"),
 ])
 def test_flags_that_contradict_the_checkpoint(trained_toy, flags, message):
-    evaluate = _script("evaluate")
+    evaluate = load_script("evaluate")
     with pytest.raises(UserError, match=message):
         evaluate.main(["--prefix", trained_toy.checkpoint, "--epoch", "2", "--rec-path", trained_toy.val_rec]
                       + flags)

@@ -219,17 +219,11 @@ def export_onnx(prefix: str, epoch: int, out: str) -> str:
     from onnx import TensorProto, helper
 
     from config.fileio import atomic_write, temporary_path
-    from config.train_config import SSDConfig
     from evaluate.evaluate_net import load_test_model
     from symbol.symbol_builder import VARIANCES
-    from train.run_config import load_run_config, run_config_path
+    from train.run_config import load_fp32_ssd_run
 
-    run = load_run_config(prefix)
-    if not isinstance(run, SSDConfig):
-        what = "a Faster R-CNN run" if run is not None else f"{run_config_path(prefix, 'ssd')} not found"
-        raise UserError(f"--prefix {prefix}: {what}; tools/export_onnx.py exports SSD checkpoints trained by train.py")
-    if run.prebuilt_graph:
-        raise UserError(f"--prefix {prefix}: a saved inference graph (quantized?); export the FP32 checkpoint")
+    run = load_fp32_ssd_run(prefix, "tools/export_onnx.py")
     symbol, arg_params, aux_params = load_test_model(run.network, prefix, epoch, run.data_shape, run.num_classes,
                                                      run.nms_thresh, run.force_suppress, run.nms_topk)
     attrs = check_detection_graph(symbol)

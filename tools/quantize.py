@@ -135,18 +135,12 @@ def quantize(prefix: str, epoch: int, calib_rec: str, calib_mode: str = "naive",
     from mxnet.contrib.quantization import quantize_model
 
     from config.config import cfg
-    from config.train_config import SSDConfig
     from dataset.iterator import DetRecordIter
     from evaluate.evaluate_net import load_test_model
     from train.checkpoint import save_params
-    from train.run_config import load_run_config, run_config_path, save_run_config
+    from train.run_config import load_fp32_ssd_run, save_run_config
 
-    run = load_run_config(prefix)
-    if not isinstance(run, SSDConfig):
-        what = "a Faster R-CNN run" if run is not None else f"{run_config_path(prefix, 'ssd')} not found"
-        raise UserError(f"--prefix {prefix}: {what}; tools/quantize.py quantizes SSD checkpoints trained by train.py")
-    if run.prebuilt_graph:
-        raise UserError(f"--prefix {prefix}: already a saved inference graph (quantized?); give the FP32 checkpoint")
+    run = load_fp32_ssd_run(prefix, "tools/quantize.py")
     if calib_mode not in CALIB_MODES:
         raise UserError(f"--calib-mode {calib_mode}: expected one of {', '.join(CALIB_MODES)}")
     for flag, value in (("--num-calib-batches", num_calib_batches), ("--batch-size", batch_size)):

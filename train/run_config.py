@@ -75,3 +75,15 @@ def load_run_config(prefix: str) -> TrainConfig | None:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise UserError(f"{path}: not a run configuration of this toolkit ({err})") from None
     return None
+
+
+def load_fp32_ssd_run(prefix: str, tool: str) -> SSDConfig:
+    """The run config of an FP32 SSD checkpoint at ``prefix``, for the tools that convert one
+    (``tool``: tools/quantize.py, tools/export_onnx.py); a one-line error for anything else."""
+    run = load_run_config(prefix)
+    if not isinstance(run, SSDConfig):
+        what = "a Faster R-CNN run" if run is not None else f"{run_config_path(prefix, 'ssd')} not found"
+        raise UserError(f"--prefix {prefix}: {what}; {tool} takes SSD checkpoints trained by train.py")
+    if run.prebuilt_graph:
+        raise UserError(f"--prefix {prefix}: already a saved inference graph (quantized?); give the FP32 checkpoint")
+    return run
