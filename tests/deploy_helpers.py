@@ -166,36 +166,34 @@ def topk_cut(onnx_raw: np.ndarray, nms_topk: int) -> float | None:
     return None
 
 
-def mxnet_raw(checkpoint: str, epoch: int, batches: list[np.ndarray], backend: str | None = None) -> list:
+def mxnet_raw(checkpoint: str, epoch: int, batches: list[np.ndarray], backend: str | None = None,
+              class_scores: bool = False) -> list:
     """The test graph's raw ``[N, 6]`` outputs per image for preprocessed ``[B, 3, S, S]`` batches.
 
-    ``backend`` sets ``MXNET_SUBGRAPH_BACKEND`` while binding (``'NONE'``: unfused); returns
+    ``backend`` sets ``MXNET_SUBGRAPH_BACKEND`` while binding (``'NONE'``: unfused); with
+    ``class_scores`` each image's entry is ``(detections [N, 6], cls_prob [C+1, N])``; returns
     ``(outputs, executor debug string)``.
     """
     import mxnet as mx
 
     from evaluate.evaluate_net import load_test_model
+    from tools.benchmark import subgraph_backend
     from train.run_config import load_run_config
 
     run = load_run_config(checkpoint)
     symbol, args, auxs = load_test_model(run.network, checkpoint, epoch, run.data_shape, run.num_classes,
                                          run.nms_thresh, run.force_suppress, run.nms_topk)
-    saved = os.environ.get("MXNET_SUBGRAPH_BACKEND")
-    if backend is not None:
-        os.environ["MXNET_SUBGRAPH_BACKEND"] = backend
-    try:
-        module = mx.mod.Module(symbol, label_names=None)
+    if class_scores:
+        symbol = mx.sym.Group([symbol, symbol.get_internals()["cls_prob_output"]])
+    module = mx.mod.Module(symbol, label_names=None)
+    with subgraph_backend(backend):
         module.bind([("data", batches[0].shape)], for_training=False)
-        module.set_params(args, auxs)
-    finally:
-        if saved is None:
-            os.environ.pop("MXNET_SUBGRAPH_BACKEND", None)
-        else:
-            os.environ["MXNET_SUBGRAPH_BACKEND"] = saved
+    module.set_params(args, auxs)
     outputs = []
     for batch in batches:
         module.forward(mx.io.DataBatch([mx.nd.array(batch)]), is_train=False)
-        outputs.extend(module.get_outputs()[0].asnumpy())
+        detections = module.get_outputs()[0].asnumpy()
+        outputs.extend(zip(detections, module.get_outputs()[1].asnumpy()) if class_scores else detections)
     return outputs, module._exec_group.execs[0].debug_str()
 
 

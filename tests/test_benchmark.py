@@ -1,11 +1,14 @@
 """Smoke runs of tools/benchmark.py on the toy network (tiny shapes; speeds are not checked)."""
+import json
 import math
+import os
 
 import mxnet  # noqa: F401  (loaded before main() so that --threads is refused, see below)
 import pytest
 
 from config.errors import UserError
 from tools import benchmark
+from tools import quantize as benchmark_quantize
 
 
 @pytest.mark.parametrize("mode", ["train", "infer"])
@@ -27,11 +30,15 @@ def test_batch_size_zero_sweeps_one_to_32(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("OMP_NUM_THREADS=")
     assert [int(line.split(" batch ")[1].split(":")[0]) for line in lines[1:]] == [1, 2, 4, 8, 16, 32]
+    assert all(" precision fp32 " in line for line in lines[1:])
     assert all(line.endswith("warm-up)") and "images/sec" in line for line in lines[1:])
 
 
-@pytest.mark.parametrize("argv, flag", [(["-b", "-1"], "--batch-size"), (["--iterations", "0"], "--iterations"),
-                                        (["--gpus", "x"], "--gpus"), (["--threads", "0"], "--threads")])
+@pytest.mark.parametrize("argv, flag", [(["-b", "-1"], "--batch-size"), (["-b", "1,x"], "--batch-size"),
+                                        (["--iterations", "0"], "--iterations"), (["--gpus", "x"], "--gpus"),
+                                        (["--threads", "0"], "--threads"),
+                                        (["--precision", "bf16"], "--precision bf16"),
+                                        (["--precision", "int8", "--mode", "train"], "--precision int8")])
 def test_bad_flags_are_user_errors(argv, flag):
     with pytest.raises(UserError, match=f"^{flag}"):
         benchmark.parse_args(argv)
@@ -52,3 +59,53 @@ def test_distributed_benchmark_reads_epoch_times_and_sizes_the_traffic():
     assert epoch_seconds(log) == [4.0, 2.0]  # the first epoch is not timed
     # SSD300: every one of its 26,285,486 parameters as float32, up and down
     assert bytes_per_step("vgg16_reduced", 300) == 26_285_486 * 4 * 2
+
+
+def test_every_precision_is_timed_in_one_run_with_its_latency(capsys, monkeypatch):
+    quantized = []
+    quantize_graph = benchmark_quantize.quantize_graph
+
+    def recording(*args, **kwargs):
+        qsym, qargs, qauxs = quantize_graph(*args, **kwargs)
+        quantized.append(sum(n.get("attrs", {}).get("quantized") == "true"
+                             for n in json.loads(qsym.tojson())["nodes"]))
+        return qsym, qargs, qauxs
+
+    monkeypatch.setattr(benchmark_quantize, "quantize_graph", recording)
+    assert benchmark.main(["-n", "toy", "-w", "64", "-b", "1,2", "--num-class", "2", "--iterations", "1",
+                           "--warmup", "0", "--precision", "fp32-unfused,fp32,int8,onnx"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"isa {benchmark.cpu_isa()}," in lines[0]
+    runs = [(line.split(" precision ")[1].split()[0], int(line.split(" batch ")[1].split(":")[0]))
+            for line in lines[1:]]
+    assert runs == [(p, b) for b in (1, 2) for p in ("fp32-unfused", "fp32", "int8", "onnx")]
+    assert quantized == [11, 11]  # the toy's convolutions but the first are INT8
+    for line in lines[1:]:
+        speed = float(line.split(": ")[1].split(" images/sec")[0])
+        latency = float(line.split("latency ")[1].split(" ms")[0])
+        batch = int(line.split(" batch ")[1].split(":")[0])
+        assert latency == pytest.approx(1000 * batch / speed, rel=0.01, abs=0.1)
+
+
+def test_fp32_unfused_binds_without_the_mkldnn_backend(monkeypatch):
+    import mxnet as mx
+
+    from symbol.symbol_factory import get_symbol
+
+    monkeypatch.delenv("MXNET_SUBGRAPH_BACKEND", raising=False)
+    graphs = {}
+    for backend in (None, "NONE"):
+        module = mx.mod.Module(get_symbol("toy", 64, num_classes=2), label_names=None)
+        with benchmark.subgraph_backend(backend):
+            module.bind([("data", (1, 3, 64, 64))], for_training=False)
+        graphs[backend] = module._exec_group.execs[0].debug_str()
+    assert "_sg_mkldnn_conv" in graphs[None] and "_sg_mkldnn_conv" not in graphs["NONE"]
+    assert "MXNET_SUBGRAPH_BACKEND" not in os.environ
+
+
+def test_isa_line_lists_what_the_cpu_has_and_lacks(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse avx2 fma avx512f avx512_vnni\n")
+    assert benchmark.cpu_isa(str(cpuinfo)) == ("avx2 fma avx512f avx512_vnni "
+                                               "(no avx_vnni, avx512_bf16, amx_bf16, amx_int8)")
+    assert benchmark.cpu_isa(str(tmp_path / "missing")) == "unknown"

@@ -101,24 +101,39 @@ def test_ssd300_int8_keeps_the_fp32_top100_boxes(tmp_path_factory):
     """SSD300 with Xavier weights (seed 0) on 10 synthetic images: the share of the FP32 top-100 boxes per
     image that INT8 (naive calibration on 20 images) keeps, same class at IoU >= 0.9.
 
-    Measured 0.85 (20 images); the issue's target, 0.95, is not reached with random weights: the class
-    scores are nearly flat (0.25-0.43 everywhere), so INT8's ~1% noise moves NMS to a neighbouring
-    anchor one stride away (IoU 0.6-0.7), see README "INT8".
+    Measured 0.855; the issue's target, 0.95, is not reached with random weights, and the misses say
+    why: INT8 scores the missed box's own anchor within 0.03 of FP32 (the anchor is not lost), and for
+    nine in ten misses INT8 kept an overlapping box of the same class (IoU >= the NMS threshold 0.45)
+    scored above it. The random heads give nearly flat class scores (0.25-0.43 everywhere), so
+    neighbouring anchors differ by less than INT8's noise and NMS keeps the neighbour, one stride away
+    (IoU 0.6-0.7 with the FP32 box); see README "INT8".
     """
     model = ssd300_random(str(tmp_path_factory.getbasetemp()))
     out = quantize(model.checkpoint, 0, model.val_rec, "naive", 2, 10)
     run = load_run_config(model.checkpoint)
     batches = batches_of(model.val_images[:10], 300, run.mean_pixels, run.std_pixels, 10)
-    fp32, _ = mxnet_raw(model.checkpoint, 0, batches)
-    int8, _ = mxnet_raw(out, 0, batches)
-    total = hits = 0
-    for a, b in zip(fp32, int8):
+    fp32, _ = mxnet_raw(model.checkpoint, 0, batches, class_scores=True)
+    int8, _ = mxnet_raw(out, 0, batches, class_scores=True)
+    total = hits = outranked = 0
+    score_gaps = []
+    for (a, fp32_scores), (b, int8_scores) in zip(fp32, int8):
         a, b = a[a[:, 0] >= 0], b[b[:, 0] >= 0]
         top = a[np.argsort(-a[:, 1], kind="stable")][:100]
         total += len(top)
         for row in top:
             same = b[b[:, 0] == row[0]]
-            hits += bool(len(same)) and iou(row[2:6], same[:, 2:6]).max() >= 0.9
+            overlap = iou(row[2:6], same[:, 2:6]) if len(same) else np.zeros(0)
+            if len(same) and overlap.max() >= 0.9:
+                hits += 1
+                continue
+            # the missed box's anchor: its FP32 class score is the detection's score
+            anchor = np.argmin(np.abs(fp32_scores[int(row[0]) + 1] - row[1]))
+            int8_score = int8_scores[int(row[0]) + 1, anchor]
+            score_gaps.append(abs(int8_score - row[1]))
+            outranked += bool((same[overlap >= run.nms_thresh, 1] >= int8_score).any())
     assert total >= 990  # about 100 kept boxes in each of the 10 images
-    print(f"INT8 keeps {hits} of the {total} FP32 top-100 boxes ({hits / total:.3f})")
+    misses = total - hits
+    print(f"INT8 keeps {hits} of the {total} FP32 top-100 boxes ({hits / total:.3f}); {outranked} of the "
+          f"{misses} misses outranked by an overlapping INT8 box; largest score change {max(score_gaps):.4f}")
     assert hits / total >= 0.8, hits / total
+    assert max(score_gaps) <= 0.03 and outranked >= 0.9 * misses, (max(score_gaps), outranked, misses)

@@ -2,12 +2,22 @@
 
     python tools/benchmark.py --network vgg16_reduced --data-shape 300 --batch-size 8 --mode infer
     python tools/benchmark.py -n toy -w 256 -b 0 --mode train      # sweep batch 1, 2, 4, ..., 32
+    python tools/benchmark.py -n toy -w 128 -b 1,8 --precision fp32-unfused,fp32,int8,onnx
 
 ``--mode infer`` times forward passes of the test graph (``[B, N, 6]`` detections);
 ``--mode train`` times forward, backward and an SGD update of the training graph with
 random labels, as one step of ``train.py`` without data loading. The original timed
 inference only, 100 passes after 5 warm-up passes; the defaults here are shorter because a
 CPU takes seconds per batch for the VGG graphs.
+
+``--precision`` (inference only; several, comma-separated, are timed in one process one after
+the other): ``fp32`` is the graph as evaluate.py and demo.py bind it on the CPU (mxnet's MKLDNN
+subgraph backend: convolution + BatchNorm + ReLU fused), ``fp32-unfused`` the same with
+``MXNET_SUBGRAPH_BACKEND=NONE``, ``int8`` the graph tools/quantize.py writes (naive calibration
+on the random batch itself: the speed does not depend on the ranges), ``onnx`` the model
+tools/export_onnx.py writes, run by onnxruntime on the CPU with ``OMP_NUM_THREADS`` threads. Each
+line gives images/sec and the latency of one batch. The header names the CPU's vector instruction
+sets, which decide what INT8 and BF16 can gain (VNNI for INT8, AVX512_BF16/AMX for BF16).
 
 CPU speed depends on ``OMP_NUM_THREADS``, which mxnet reads once when it loads: the toolkit
 defaults it to the number of cores, ``--threads K`` sets it to K, and the value in effect is
@@ -17,9 +27,12 @@ the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -29,6 +42,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BATCH_SWEEP = (1, 2, 4, 8, 16, 32)
 MODES = ("train", "infer")
+PRECISIONS = ("fp32", "fp32-unfused", "int8", "onnx")
+# the /proc/cpuinfo flags that decide what lower precision can gain, in the order printed
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 OBJECTS_PER_IMAGE = 3
 LABEL_WIDTH = 6  # cls, xmin, ymin, xmax, ymax, difficult: what DetRecordIter yields
 
@@ -38,10 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-n", "--network", default="vgg16_reduced", help="network name (symbol_factory.NETWORKS)")
     parser.add_argument("-w", "--data-shape", type=int, default=None,
                         help="input side in pixels (default: the network's usual size, 300 for vgg16_reduced)")
-    parser.add_argument("-b", "--batch-size", type=int, default=0,
-                        help="batch size; 0 sweeps " + ", ".join(map(str, BATCH_SWEEP)))
+    parser.add_argument("-b", "--batch-size", default="0",
+                        help="batch size, or several comma-separated; 0 sweeps " + ", ".join(map(str, BATCH_SWEEP)))
     parser.add_argument("--mode", choices=MODES, default="infer", help="infer: forward of the test graph; "
                         "train: forward, backward and update of the training graph")
+    parser.add_argument("--precision", default="fp32",
+                        help="inference precision(s), comma-separated: " + ", ".join(PRECISIONS))
     parser.add_argument("--num-class", type=int, default=20, help="object classes (without background)")
     parser.add_argument("--iterations", type=int, default=20, help="timed batches per batch size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first (memory, MKLDNN caches)")
@@ -50,7 +68,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="run on the CPU with this many OpenMP threads (sets OMP_NUM_THREADS)")
     devices.add_argument("--gpus", default="", help="comma-separated GPU ids, e.g. 0; empty: CPU")
     args = parser.parse_args(argv)
-    for flag, value, minimum in (("--batch-size", args.batch_size, 0), ("--iterations", args.iterations, 1),
+    try:
+        args.batch_sizes = [int(b) for b in args.batch_size.split(",")]
+    except ValueError as err:
+        raise UserError(f"--batch-size: expected integers, got {args.batch_size!r}") from err
+    if args.batch_sizes == [0]:
+        args.batch_sizes = list(BATCH_SWEEP)
+    args.precisions = [p.strip() for p in args.precision.split(",")]
+    unknown = [p for p in args.precisions if p not in PRECISIONS]
+    if unknown:
+        raise UserError(f"--precision {unknown[0]}: expected one of {', '.join(PRECISIONS)}")
+    if args.mode == "train" and args.precisions != ["fp32"]:
+        raise UserError(f"--precision {args.precision}: only fp32 with --mode train (INT8 and ONNX are inference "
+                        "formats)")
+    for flag, value, minimum in (("--batch-size", min(args.batch_sizes), 1), ("--iterations", args.iterations, 1),
                                  ("--warmup", args.warmup, 0), ("--num-class", args.num_class, 1),
                                  ("--threads", args.threads, 1)):
         if value is not None and value < minimum:
@@ -72,13 +103,97 @@ def _random_label(batch_size: int, rng: np.random.Generator) -> np.ndarray:
     return label
 
 
+def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The :data:`ISA_FLAGS` the CPU reports in ``cpuinfo``, then those it lacks:
+    ``'avx2 fma (no avx512f, avx512_vnni, ...)'``; ``'unknown'`` where there is no such file."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    have = [flag for flag in ISA_FLAGS if flag in flags]
+    lacking = [flag for flag in ISA_FLAGS if flag not in flags]
+    return " ".join(have) + (f" (no {', '.join(lacking)})" if lacking else "")
+
+
+@contextlib.contextmanager
+def subgraph_backend(name: str | None) -> Iterator[None]:
+    """``MXNET_SUBGRAPH_BACKEND`` set to ``name`` (None: left as it is) while mxnet binds a graph.
+
+    mxnet reads the variable when an executor is bound, so it only has to hold around ``bind``;
+    ``'NONE'`` binds the graph unfused.
+    """
+    saved = os.environ.get("MXNET_SUBGRAPH_BACKEND")
+    if name is not None:
+        os.environ["MXNET_SUBGRAPH_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MXNET_SUBGRAPH_BACKEND", None)
+        else:
+            os.environ["MXNET_SUBGRAPH_BACKEND"] = saved
+
+
+def _inference_step(network: str, data_shape: int, num_classes: int, precision: str, data: np.ndarray,
+                    context: list) -> Callable[[], None]:
+    """One forward pass of the test graph on ``data`` ``[B, 3, S, S]`` in ``precision``, Xavier weights."""
+    import mxnet as mx
+
+    from symbol import symbol_factory
+
+    symbol = symbol_factory.get_symbol(network, data_shape, num_classes=num_classes)
+    shapes = [("data", data.shape)]
+    fp32 = mx.mod.Module(symbol, label_names=None, context=context)
+    with subgraph_backend("NONE" if precision == "fp32-unfused" else None):
+        fp32.bind(shapes, for_training=False)
+    fp32.init_params(initializer=mx.init.Xavier(magnitude=2))
+    batch = mx.io.DataBatch([mx.nd.array(data)])
+    if precision in ("fp32", "fp32-unfused"):
+        return lambda: fp32.forward(batch, is_train=False)
+    arg_params, aux_params = fp32.get_params()
+    if precision == "onnx":
+        return _onnx_step(symbol, arg_params, aux_params, network, data_shape, num_classes, data)
+    from tools.quantize import quantize_graph
+
+    calibration = mx.io.NDArrayIter(data, batch_size=len(data))
+    qsym, qargs, qauxs = quantize_graph(symbol, arg_params, aux_params, calibration, "naive", len(data))
+    int8 = mx.mod.Module(qsym, label_names=None, context=context)
+    int8.bind(shapes, for_training=False)
+    int8.set_params(qargs, qauxs)
+    return lambda: int8.forward(batch, is_train=False)
+
+
+def _onnx_step(symbol, arg_params: dict, aux_params: dict, network: str, data_shape: int, num_classes: int,
+               data: np.ndarray) -> Callable[[], None]:
+    """One onnxruntime run of tools/export_onnx.py's model of ``symbol`` with ``OMP_NUM_THREADS`` threads."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("--precision onnx: needs onnx and onnxruntime: pip install -e '.[onnx]'") from None
+    from config.train_config import SSDConfig
+    from tools.export_onnx import onnx_model
+
+    run = SSDConfig(network=network, data_shape=data_shape, num_classes=num_classes)
+    with tempfile.TemporaryDirectory() as work:
+        model = onnx_model(symbol, arg_params, aux_params, run, "random Xavier weights", os.path.join(work, "heads"))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    inputs = {"data": data.astype(np.float32)}
+    return lambda: session.run(None, inputs)
+
+
 def benchmark(network: str, data_shape: int, batch_size: int, mode: str = "infer", num_classes: int = 20,
-              iterations: int = 20, warmup: int = 2, gpu_ids: list[int] | None = None) -> float:
+              iterations: int = 20, warmup: int = 2, gpu_ids: list[int] | None = None,
+              precision: str = "fp32") -> float:
     """Images per second over ``iterations`` batches of ``batch_size`` random images, after ``warmup``.
 
-    ``mode='infer'`` binds the test graph and runs forward passes; ``mode='train'`` binds the
-    training graph (``for_training=True``) with random labels ``[B, 3, 6]`` and runs forward,
-    backward and an SGD update (lr 0.002, momentum 0.9, wd 0.0005, as train.py).
+    ``mode='infer'`` binds the test graph and runs forward passes in ``precision`` (see the module
+    docstring); ``mode='train'`` binds the training graph (``for_training=True``) with random labels
+    ``[B, 3, 6]`` and runs forward, backward and an SGD update (lr 0.002, momentum 0.9, wd 0.0005, as
+    train.py).
     """
     # mxnet is imported here, not at module level, so that main() can set OMP_NUM_THREADS first
     import mxnet as mx
@@ -87,33 +202,33 @@ def benchmark(network: str, data_shape: int, batch_size: int, mode: str = "infer
 
     if mode not in MODES:
         raise UserError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if precision not in PRECISIONS or (mode == "train" and precision != "fp32"):
+        raise UserError(f"--precision {precision}: expected " + (", ".join(PRECISIONS) if mode == "infer" else
+                                                                  "fp32 with --mode train"))
     if gpu_ids and mx.context.num_gpus() == 0:
         raise UserError("--gpus: this mxnet build has no CUDA GPUs available; leave --gpus empty")
+    if gpu_ids and precision != "fp32":
+        raise UserError(f"--precision {precision}: CPU only; leave --gpus empty")
     context = [mx.gpu(i) for i in gpu_ids] if gpu_ids else [mx.cpu()]
     data_shapes = [("data", (batch_size, 3, data_shape, data_shape))]
     rng = np.random.default_rng(0)
-    data = [mx.nd.array(rng.uniform(-128, 128, size=data_shapes[0][1]))]
+    data = rng.uniform(-128, 128, size=data_shapes[0][1]).astype(np.float32)
     if mode == "train":
         sym = symbol_factory.get_symbol_train(network, data_shape, num_classes=num_classes)
-        label_shapes = [("label", (batch_size, OBJECTS_PER_IMAGE, LABEL_WIDTH))]
-        batch = mx.io.DataBatch(data, [mx.nd.array(_random_label(batch_size, rng))])
+        batch = mx.io.DataBatch([mx.nd.array(data)], [mx.nd.array(_random_label(batch_size, rng))])
         module = mx.mod.Module(sym, data_names=["data"], label_names=["label"], context=context)
-    else:
-        sym = symbol_factory.get_symbol(network, data_shape, num_classes=num_classes)
-        label_shapes = None
-        batch = mx.io.DataBatch(data, None)
-        module = mx.mod.Module(sym, data_names=["data"], label_names=None, context=context)
-    module.bind(data_shapes=data_shapes, label_shapes=label_shapes, for_training=mode == "train")
-    module.init_params(initializer=mx.init.Xavier(magnitude=2))
-    if mode == "train":
+        module.bind(data_shapes=data_shapes, label_shapes=[("label", (batch_size, OBJECTS_PER_IMAGE, LABEL_WIDTH))],
+                    for_training=True)
+        module.init_params(initializer=mx.init.Xavier(magnitude=2))
         module.init_optimizer(optimizer="sgd", optimizer_params={
             "learning_rate": 0.002, "momentum": 0.9, "wd": 0.0005})
 
-    def step() -> None:
-        module.forward(batch, is_train=mode == "train")
-        if mode == "train":
+        def step() -> None:
+            module.forward(batch, is_train=True)
             module.backward()
             module.update()
+    else:
+        step = _inference_step(network, data_shape, num_classes, precision, data, context)
 
     for _ in range(warmup):
         step()
@@ -138,13 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     data_shape = args.data_shape or DEFAULT_DATA_SHAPES.get(args.network, 300)
     device = f"gpu {args.gpus}" if args.gpu_ids else "cpu"
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} (cores: {os.cpu_count()}), "
-          f"device {device}, load average {os.getloadavg()[0]:.2f}")
-    batch_sizes = BATCH_SWEEP if args.batch_size == 0 else (args.batch_size,)
-    for batch_size in batch_sizes:
-        speed = benchmark(args.network, data_shape, batch_size, args.mode, args.num_class, args.iterations,
-                          args.warmup, args.gpu_ids)
-        print(f"network {args.network} data-shape {data_shape} mode {args.mode} batch {batch_size}: "
-              f"{speed:.2f} images/sec ({args.iterations} batches after {args.warmup} warm-up)", flush=True)
+          f"device {device}, isa {cpu_isa()}, load average {os.getloadavg()[0]:.2f}")
+    for batch_size in args.batch_sizes:
+        for precision in args.precisions:
+            speed = benchmark(args.network, data_shape, batch_size, args.mode, args.num_class, args.iterations,
+                              args.warmup, args.gpu_ids, precision)
+            print(f"network {args.network} data-shape {data_shape} mode {args.mode} precision {precision} "
+                  f"batch {batch_size}: {speed:.2f} images/sec, latency {1000 * batch_size / speed:.1f} ms/batch "
+                  f"({args.iterations} batches after {args.warmup} warm-up)", flush=True)
     return 0
 
 

@@ -213,27 +213,22 @@ def detection_nodes(num_classes: int, anchors: np.ndarray, variances, nms_thresh
     return nodes, inits
 
 
-def export_onnx(prefix: str, epoch: int, out: str) -> str:
-    """Write ``out``: the checkpoint's whole test graph in ONNX with its settings in the metadata."""
+def onnx_model(symbol, arg_params: dict, aux_params: dict, run, source: str, work_path: str):
+    """The ``onnx.ModelProto`` of a test graph with its weights and its run's settings (an
+    :class:`~config.train_config.SSDConfig`) in the metadata; ``source`` names the weights there.
+    mx2onnx writes to a file: ``work_path`` is used and removed."""
     import onnx
     from onnx import TensorProto, helper
 
-    from config.fileio import atomic_write, temporary_path
-    from evaluate.evaluate_net import load_test_model
     from symbol.symbol_builder import VARIANCES
-    from train.run_config import load_fp32_ssd_run
 
-    run = load_fp32_ssd_run(prefix, "tools/export_onnx.py")
-    symbol, arg_params, aux_params = load_test_model(run.network, prefix, epoch, run.data_shape, run.num_classes,
-                                                     run.nms_thresh, run.force_suppress, run.nms_topk)
     attrs = check_detection_graph(symbol)
     anchors = _anchors(symbol, arg_params, aux_params, run.data_shape)
-    heads_path = temporary_path(out + ".heads")
     try:
-        model = _export_heads(symbol, arg_params, aux_params, run.data_shape, run.network, heads_path)
+        model = _export_heads(symbol, arg_params, aux_params, run.data_shape, run.network, work_path)
     finally:
-        if os.path.exists(heads_path):
-            os.remove(heads_path)
+        if os.path.exists(work_path):
+            os.remove(work_path)
     graph = model.graph
     initializer_names = {init.name for init in graph.initializer}
     # mx2onnx lists every weight as a graph input too; the model takes only the image batch
@@ -252,7 +247,7 @@ def export_onnx(prefix: str, epoch: int, out: str) -> str:
         "mean_pixels": list(run.mean_pixels), "std_pixels": list(run.std_pixels),
         "nms_thresh": run.nms_thresh, "nms_topk": run.nms_topk, "force_suppress": run.force_suppress,
         "label_width": run.label_width, "variances": list(VARIANCES), "score_threshold": SCORE_THRESHOLD,
-        "source": f"{prefix}-{epoch:04d}.params", "multibox_detection": attrs,
+        "source": source, "multibox_detection": attrs,
     }
     props = {METADATA_KEY: json.dumps(settings), "class_names": json.dumps(settings["class_names"]),
              "input": f"data [B, 3, {run.data_shape}, {run.data_shape}]", "preprocessing": PREPROCESSING,
@@ -264,6 +259,22 @@ def export_onnx(prefix: str, epoch: int, out: str) -> str:
         entry.key, entry.value = key, value
     model.producer_name = "mxdet tools/export_onnx.py"
     onnx.checker.check_model(model)
+    return model
+
+
+def export_onnx(prefix: str, epoch: int, out: str) -> str:
+    """Write ``out``: the checkpoint's whole test graph in ONNX with its settings in the metadata."""
+    import onnx
+
+    from config.fileio import atomic_write, temporary_path
+    from evaluate.evaluate_net import load_test_model
+    from train.run_config import load_fp32_ssd_run
+
+    run = load_fp32_ssd_run(prefix, "tools/export_onnx.py")
+    symbol, arg_params, aux_params = load_test_model(run.network, prefix, epoch, run.data_shape, run.num_classes,
+                                                     run.nms_thresh, run.force_suppress, run.nms_topk)
+    model = onnx_model(symbol, arg_params, aux_params, run, f"{prefix}-{epoch:04d}.params",
+                       temporary_path(out + ".heads"))
     atomic_write(out, lambda tmp: onnx.save(model, tmp))
     return out
 

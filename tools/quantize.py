@@ -123,6 +123,28 @@ class _DataOnly:
         return DataOnly()
 
 
+def quantize_graph(symbol, arg_params: dict, aux_params: dict, calib_data=None, calib_mode: str = "naive",
+                   num_calib_examples: int = 0, quantized_dtype: str = "auto",
+                   logger: logging.Logger | None = None) -> tuple:
+    """``(int8 symbol, arg_params, aux_params)`` of an FP32 test graph; ``calib_data`` is an ``mx.io.DataIter``
+    of ``data`` batches only (None with ``calib_mode='none'``).
+
+    The graph goes through the ``MKLDNN_QUANTIZE`` backend (conv + BN + ReLU fused), ``quantize_model``
+    with :func:`excluded_layers` kept FP32, and the backend again: ``quantize_model`` leaves
+    quantize/requantize pairs between the quantized ops, which the second pass folds into the fused
+    INT8 convolutions (what the original did).
+    """
+    import mxnet as mx
+    from mxnet.contrib.quantization import quantize_model
+
+    fused = symbol.get_backend_symbol("MKLDNN_QUANTIZE")
+    qsym, qargs, qauxs = quantize_model(
+        sym=fused, arg_params=arg_params, aux_params=aux_params, data_names=("data",), label_names=None,
+        ctx=mx.cpu(), excluded_sym_names=excluded_layers(fused), calib_mode=calib_mode, calib_data=calib_data,
+        num_calib_examples=num_calib_examples, quantized_dtype=quantized_dtype, logger=logger)
+    return qsym.get_backend_symbol("MKLDNN_QUANTIZE"), qargs, qauxs
+
+
 def quantize(prefix: str, epoch: int, calib_rec: str, calib_mode: str = "naive", num_calib_batches: int = 5,
              batch_size: int = 32, quantized_dtype: str = "auto", out_prefix: str | None = None,
              logger: logging.Logger | None = None) -> str:
@@ -131,9 +153,6 @@ def quantize(prefix: str, epoch: int, calib_rec: str, calib_mode: str = "naive",
     The calibration images are the first ``num_calib_batches * batch_size`` of ``calib_rec``,
     preprocessed as the run config says (data shape, mean/std pixels): ``[batch_size, 3, S, S]``.
     """
-    import mxnet as mx
-    from mxnet.contrib.quantization import quantize_model
-
     from config.config import cfg
     from dataset.iterator import DetRecordIter
     from evaluate.evaluate_net import load_test_model
@@ -151,22 +170,14 @@ def quantize(prefix: str, epoch: int, calib_rec: str, calib_mode: str = "naive",
     out_prefix = out_prefix or prefix + QUANTIZED_SUFFIX
     symbol, arg_params, aux_params = load_test_model(
         run.network, prefix, epoch, run.data_shape, run.num_classes, run.nms_thresh, run.force_suppress, run.nms_topk)
-    ctx = mx.cpu()
-    fused = symbol.get_backend_symbol("MKLDNN_QUANTIZE")
-    excluded = excluded_layers(fused)
     calib_data = None
     if calib_mode != "none":
         records = DetRecordIter(calib_rec, batch_size, (3, run.data_shape, run.data_shape),
                                 mean_pixels=run.mean_pixels, std_pixels=run.std_pixels,
                                 label_pad_width=run.label_width, **cfg.valid)
         calib_data = _DataOnly.wrap(records)
-    qsym, qargs, qauxs = quantize_model(
-        sym=fused, arg_params=arg_params, aux_params=aux_params, data_names=("data",), label_names=None, ctx=ctx,
-        excluded_sym_names=excluded, calib_mode=calib_mode, calib_data=calib_data,
-        num_calib_examples=num_calib_batches * batch_size, quantized_dtype=quantized_dtype, logger=logger)
-    # quantize_model leaves quantize/requantize pairs between the quantized ops; the backend
-    # pass again folds them into the fused INT8 convolutions (what the original did)
-    qsym = qsym.get_backend_symbol("MKLDNN_QUANTIZE")
+    qsym, qargs, qauxs = quantize_graph(symbol, arg_params, aux_params, calib_data, calib_mode,
+                                        num_calib_batches * batch_size, quantized_dtype, logger)
     save_params(out_prefix, 0, qsym, qargs, qauxs)
     save_run_config(dataclasses.replace(run, prefix=out_prefix, prebuilt_graph=True))
     return out_prefix
