@@ -66,6 +66,48 @@ def test_killed_ten_times_then_resume_auto_finishes(synthetic_rec, tmp_path):
     assert all(np.isfinite(v.asnumpy()).all() for v in {**args, **auxs}.values())
 
 
+class Killed(Exception):
+    """Stands for SIGKILL at a chosen moment of an in-process run."""
+
+
+@pytest.mark.parametrize("moment", ["validation", "checkpoint write"])
+def test_killed_after_training_an_epoch_repeats_it_and_keeps_every_row(synthetic_rec, tmp_path, monkeypatch, moment):
+    """Killed while epoch 2 is validated, or while its checkpoint is written: --resume auto must train
+    epoch 2 again, and the history list epochs 1, 2, 3 once each. When the checkpoint was saved before
+    validation, a kill during validation left checkpoint 2 without its row, and the resumed run
+    started at epoch 3: the history read 1, 3."""
+    from data_helpers import load_script
+
+    import train.loop
+
+    prefix = str(tmp_path / "ssd")
+    files = prefix + "_toy_64"
+    argv = train_argv(synthetic_rec, prefix, "--end-epoch", "3")[2:]
+    calls = []
+    score_unpadded, save_checkpoint = train.loop.score_unpadded, checkpoint.save_checkpoint
+
+    def validation(*args, **kwargs):
+        calls.append("validation")
+        if moment == "validation" and calls.count("validation") == 2:
+            raise Killed
+        return score_unpadded(*args, **kwargs)
+
+    def checkpoint_write(prefix, epoch, *args, **kwargs):
+        if moment == "checkpoint write" and epoch == 2:
+            raise Killed
+        return save_checkpoint(prefix, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(train.loop, "score_unpadded", validation)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", checkpoint_write)
+    with pytest.raises(Killed):
+        load_script("train").main(argv)
+    assert history_epochs(files) == ([1] if moment == "validation" else [1, 2])
+    monkeypatch.undo()
+    load_script("train").main(argv)
+    assert history_epochs(files) == [1, 2, 3]
+    assert checkpoint.saved_epochs(files) == [2, 3]
+
+
 def test_resume_auto_falls_back_from_a_truncated_checkpoint(synthetic_rec, tmp_path, caplog):
     prefix = str(tmp_path / "ssd")
     run = dict(net="toy", train_path=synthetic_rec.train_rec, num_classes=3, batch_size=8, data_shape=64,

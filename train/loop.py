@@ -3,7 +3,7 @@
 ``Module.fit`` drives both; these plug into it: a Module that restores the
 saved momentum and validates each image once, the learning-rate schedule
 counted in the batches the iterator really yields, and the epoch-end work
-(checkpoint, pruning, history row, validation score, best checkpoint).
+(validation score, history row, best checkpoint, checkpoint, pruning).
 """
 from __future__ import annotations
 
@@ -210,12 +210,12 @@ class ResumableModule(mx.mod.Module):
 
 
 class EpochRecorder:
-    """Epoch-end work: checkpoint + optimizer state, pruning to the newest ``keep``, history row,
-    best checkpoint by mAP.
+    """Epoch-end work, in this order: validation, history row, best checkpoint by mAP, checkpoint +
+    optimizer state, pruning to the newest ``keep`` (see :meth:`_finish` for why).
 
     Validation comes either from ``Module.fit``'s own scoring (pass
     :meth:`eval_end` as ``eval_end_callback``; SSD scores ``det_out``) or from
-    ``validate(module) -> mAP`` called after each checkpoint (Faster R-CNN,
+    ``validate(module) -> mAP`` called at each epoch end (Faster R-CNN,
     whose test graph differs from its training graph). With neither, the row
     has no mAP.
 
@@ -246,11 +246,6 @@ class EpochRecorder:
     def epoch_end(self, epoch: int, symbol, arg_params, aux_params) -> None:
         if not self.writer:
             return
-        checkpoint.save_checkpoint(self.prefix, epoch + 1, symbol, arg_params, aux_params,
-                                   self.mod if self.save_states else None)
-        self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
-        for removed in checkpoint.prune_checkpoints(self.prefix, self.keep):
-            self.logger.info("Pruned epoch %d (--keep %d)", removed, self.keep)
         # the rate the optimizer used for the epoch's first batch
         self._row = {"epoch": epoch + 1, "lr": f"{self.progress.epoch_lr.get(epoch, float('nan')):.8g}"}
         for name, value in self.train_metric.get_global_name_value():
@@ -261,7 +256,7 @@ class EpochRecorder:
             self.logger.info("Epoch[%d] Validation-mAP=%f", epoch, score)
             self._finish(epoch, score)
         elif not self.scored_by_fit:
-            self.history.add(self._row)
+            self._finish(epoch, None)
 
     def eval_end(self, param) -> None:
         if not self.writer:
@@ -269,10 +264,22 @@ class EpochRecorder:
         names, values = param.eval_metric.get()
         self._finish(param.epoch, float(dict(zip(names, values)).get("mAP", values[-1])))
 
-    def _finish(self, epoch: int, score: float) -> None:
-        self._row["val_mAP"] = f"{score:.8f}"
+    def _finish(self, epoch: int, score: float | None) -> None:
+        """The epoch's history row, best checkpoint and checkpoint, in that order.
+
+        The checkpoint comes last, after validation: ``--resume auto`` starts after the newest
+        checkpoint and keeps only the history rows up to it, so a run killed before the checkpoint
+        repeats the epoch and rewrites its row, while a checkpoint saved before its row (as when the
+        checkpoint preceded validation) would leave that epoch out of the history for good.
+        """
+        if score is not None:
+            self._row["val_mAP"] = f"{score:.8f}"
         self.history.add(self._row)
-        if score > self.best:
+        if score is not None and score > self.best:
             self.best = score
             checkpoint.save_best(self.prefix, epoch + 1, score, *self._params)
             self.logger.info("New best validation mAP %.4f at epoch %d: %s-best", score, epoch + 1, self.prefix)
+        checkpoint.save_checkpoint(self.prefix, epoch + 1, *self._params, self.mod if self.save_states else None)
+        self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
+        for removed in checkpoint.prune_checkpoints(self.prefix, self.keep):
+            self.logger.info("Pruned epoch %d (--keep %d)", removed, self.keep)
