@@ -151,6 +151,7 @@ def _inference_step(network: str, data_shape: int, num_classes: int, precision: 
     batch = mx.io.DataBatch([mx.nd.array(data)])
     if precision in ("fp32", "fp32-unfused"):
         return lambda: fp32.forward(batch, is_train=False)
+    # the INT8 graph and the ONNX model are made from the FP32 module's weights, as the tools make them
     arg_params, aux_params = fp32.get_params()
     if precision == "onnx":
         return _onnx_step(symbol, arg_params, aux_params, network, data_shape, num_classes, data)
