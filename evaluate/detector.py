@@ -18,35 +18,35 @@ def kept_in_pixels(dets: np.ndarray, image: np.ndarray, thresh: float) -> np.nda
     return dets
 
 
-class Detector:
-    """Batched SSD inference on BGR images of any size.
+class ImageDetector:
+    """Batched SSD inference on BGR images of any size, whatever runs the network.
 
     Parameters
     ----------
-    symbol : test graph whose output is ``[batch, num_anchors, 6]`` rows
-        ``[cls, score, xmin, ymin, xmax, ymax]`` (normalised, cls -1 = suppressed)
-    arg_params, aux_params : weights
     data_shape : side length the network takes (images are resized to it, as
         the iterator's ``resize_mode='force'`` does in training)
     mean_pixels, std_pixels : RGB normalisation used in training
+    batch_size : images per forward pass
+
+    A subclass supplies :meth:`forward`: ``[n, 3, S, S]`` (n <= ``batch_size``) -> ``[n, K, 6]`` rows
+    ``[cls, score, xmin, ymin, xmax, ymax]`` (normalised, cls -1 = suppressed).
     """
 
-    def __init__(self, symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict, data_shape: int,
-                 mean_pixels: Sequence[float], std_pixels: Sequence[float] | None = None,
-                 batch_size: int = 1, ctx: mx.Context | None = None):
+    def __init__(self, data_shape: int, mean_pixels: Sequence[float], std_pixels: Sequence[float] | None = None,
+                 batch_size: int = 1):
         self.data_shape = int(data_shape)
         self.batch_size = batch_size
         self.mean = np.asarray(mean_pixels, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std_pixels if std_pixels is not None else (1, 1, 1), dtype=np.float32).reshape(3, 1, 1)
-        self.mod = mx.mod.Module(symbol, data_names=("data",), label_names=None, context=ctx or mx.cpu())
-        self.mod.bind(data_shapes=[("data", (batch_size, 3, self.data_shape, self.data_shape))], for_training=False)
-        self.mod.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
 
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         """BGR HxWx3 uint8 -> normalised RGB [3, data_shape, data_shape] float32."""
         resized = cv2.resize(image_bgr, (self.data_shape, self.data_shape), interpolation=cv2.INTER_LINEAR)
         rgb = resized[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)
         return (rgb - self.mean) / self.std
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> list:
         """Detections per image: [N, 6] rows ``[cls, score, x1, y1, x2, y2]`` in that image's pixels.
@@ -56,11 +56,7 @@ class Detector:
         results = []
         for start in range(0, len(images_bgr), self.batch_size):
             chunk = images_bgr[start:start + self.batch_size]
-            batch = np.zeros((self.batch_size, 3, self.data_shape, self.data_shape), dtype=np.float32)
-            for i, image in enumerate(chunk):
-                batch[i] = self.preprocess(image)
-            self.mod.forward(mx.io.DataBatch([mx.nd.array(batch)]), is_train=False)
-            output = self.mod.get_outputs()[0].asnumpy()
+            output = self.forward(np.stack([self.preprocess(image) for image in chunk]))
             results += [kept_in_pixels(dets, image, thresh) for image, dets in zip(chunk, output)]
         return results
 
@@ -69,6 +65,25 @@ class Detector:
         tic = time.time()
         dets = self.detect(images_bgr, thresh)
         return dets, time.time() - tic
+
+
+class Detector(ImageDetector):
+    """:class:`ImageDetector` over an MXNet test graph ``symbol`` with its weights, bound on ``ctx``."""
+
+    def __init__(self, symbol: mx.sym.Symbol, arg_params: dict, aux_params: dict, data_shape: int,
+                 mean_pixels: Sequence[float], std_pixels: Sequence[float] | None = None,
+                 batch_size: int = 1, ctx: mx.Context | None = None):
+        super().__init__(data_shape, mean_pixels, std_pixels, batch_size)
+        self.mod = mx.mod.Module(symbol, data_names=("data",), label_names=None, context=ctx or mx.cpu())
+        self.mod.bind(data_shapes=[("data", (batch_size, 3, self.data_shape, self.data_shape))], for_training=False)
+        self.mod.set_params(arg_params, aux_params, allow_missing=False, allow_extra=True)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        # the module is bound to batch_size images: a short last chunk is padded with zeros
+        padded = np.zeros((self.batch_size,) + batch.shape[1:], dtype=np.float32)
+        padded[:len(batch)] = batch
+        self.mod.forward(mx.io.DataBatch([mx.nd.array(padded)]), is_train=False)
+        return self.mod.get_outputs()[0].asnumpy()[:len(batch)]
 
 
 def class_color(cls: int) -> tuple:

@@ -14,12 +14,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
 
 import numpy as np
 
 from config.errors import UserError
-from evaluate.detector import kept_in_pixels
+from evaluate.detector import ImageDetector
 from evaluate.run_settings import InferenceSettings
 from tools.cli import refuse_given
 
@@ -39,18 +38,26 @@ def refuse_with_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                  "not with --onnx: onnxruntime runs the model on the CPU")
 
 
+def inference_session(model: str | bytes, threads: int = 0):
+    """An onnxruntime CPU session of a model file or a serialized model; ``threads`` 0: onnxruntime's choice."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initializers are not the user's business
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def open_session(path: str):
     """``(onnxruntime.InferenceSession, metadata settings dict)`` of an exported model; one-line errors."""
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise UserError("--onnx: needs onnxruntime: pip install -e '.[onnx]'") from None
     if not os.path.isfile(path):
         raise UserError(f"--onnx {path}: file not found")
     try:
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initializers are not the user's business
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = inference_session(path)
     except Exception as err:  # onnxruntime raises its own exception types for unreadable models
         raise UserError(f"--onnx {path}: cannot be loaded by onnxruntime ({str(err).splitlines()[0]})") from None
     from tools.export_onnx import METADATA_KEY
@@ -91,39 +98,17 @@ class OnnxModule:
         return self._outputs
 
 
-class OnnxDetector:
-    """:class:`evaluate.detector.Detector` over an exported model: BGR images in, per-image
-    ``[n, 6]`` rows ``[cls, score, x1, y1, x2, y2]`` in that image's pixels out."""
+class OnnxDetector(ImageDetector):
+    """:class:`evaluate.detector.ImageDetector` over an exported model, with the input size and pixel
+    statistics of its metadata."""
 
     def __init__(self, path: str, batch_size: int = 1):
         self.session, meta = open_session(path)
+        super().__init__(int(meta["data_shape"]), meta["mean_pixels"], meta["std_pixels"], batch_size)
         self.module = OnnxModule(self.session)
-        self.data_shape = int(meta["data_shape"])
-        self.batch_size = batch_size
-        self.mean = np.asarray(meta["mean_pixels"], dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(meta["std_pixels"], dtype=np.float32).reshape(3, 1, 1)
 
-    def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
-        """BGR HxWx3 uint8 -> ``[3, S, S]`` float32: :meth:`evaluate.detector.Detector.preprocess`'s steps
-        (bilinear resize, BGR -> RGB, (x - mean) / std, CHW); tests/test_onnx_export.py checks they agree."""
-        import cv2
-
-        resized = cv2.resize(image_bgr, (self.data_shape, self.data_shape), interpolation=cv2.INTER_LINEAR)
-        rgb = resized[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)
-        return (rgb - self.mean) / self.std
-
-    def detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> list:
-        results = []
-        for start in range(0, len(images_bgr), self.batch_size):
-            chunk = images_bgr[start:start + self.batch_size]
-            output = self.module.run(np.stack([self.preprocess(image) for image in chunk]))
-            results += [kept_in_pixels(dets, image, thresh) for image, dets in zip(chunk, output)]
-        return results
-
-    def timed_detect(self, images_bgr: Sequence[np.ndarray], thresh: float = 0.0) -> tuple:
-        tic = time.time()
-        dets = self.detect(images_bgr, thresh)
-        return dets, time.time() - tic
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.module.run(batch)
 
 
 def evaluate_onnx(path: str, path_imgrec: str, settings: InferenceSettings, batch_size: int = 32,

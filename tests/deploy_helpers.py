@@ -176,8 +176,8 @@ def mxnet_raw(checkpoint: str, epoch: int, batches: list[np.ndarray], backend: s
     """
     import mxnet as mx
 
+    from config.environment import scoped_env
     from evaluate.evaluate_net import load_test_model
-    from tools.benchmark import subgraph_backend
     from train.run_config import load_run_config
 
     run = load_run_config(checkpoint)
@@ -186,7 +186,7 @@ def mxnet_raw(checkpoint: str, epoch: int, batches: list[np.ndarray], backend: s
     if class_scores:
         symbol = mx.sym.Group([symbol, symbol.get_internals()["cls_prob_output"]])
     module = mx.mod.Module(symbol, label_names=None)
-    with subgraph_backend(backend):
+    with scoped_env("MXNET_SUBGRAPH_BACKEND", backend):
         module.bind([("data", batches[0].shape)], for_training=False)
     module.set_params(args, auxs)
     outputs = []
@@ -201,11 +201,8 @@ def batches_of(paths: list[str], data_shape: int, mean, std, batch_size: int) ->
     """The images at ``paths`` preprocessed as :class:`evaluate.detector.Detector` does, in batches."""
     import cv2
 
-    from evaluate.onnx_detector import OnnxDetector
+    from evaluate.detector import ImageDetector
 
-    prep = OnnxDetector.__new__(OnnxDetector)  # only preprocess(): data_shape, mean, std
-    prep.data_shape = data_shape
-    prep.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
-    prep.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+    prep = ImageDetector(data_shape, mean, std)
     images = [prep.preprocess(cv2.imread(path)) for path in paths]
     return [np.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]

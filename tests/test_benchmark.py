@@ -6,6 +6,7 @@ import os
 import mxnet  # noqa: F401  (loaded before main() so that --threads is refused, see below)
 import pytest
 
+from config.environment import scoped_env
 from config.errors import UserError
 from tools import benchmark
 from tools import quantize as benchmark_quantize
@@ -87,7 +88,7 @@ def test_every_precision_is_timed_in_one_run_with_its_latency(capsys, monkeypatc
         assert latency == pytest.approx(1000 * batch / speed, rel=0.01, abs=0.1)
 
 
-def test_fp32_unfused_binds_without_the_mkldnn_backend(monkeypatch):
+def test_subgraph_backend_none_binds_without_the_mkldnn_backend(monkeypatch):
     import mxnet as mx
 
     from symbol.symbol_factory import get_symbol
@@ -96,7 +97,7 @@ def test_fp32_unfused_binds_without_the_mkldnn_backend(monkeypatch):
     graphs = {}
     for backend in (None, "NONE"):
         module = mx.mod.Module(get_symbol("toy", 64, num_classes=2), label_names=None)
-        with benchmark.subgraph_backend(backend):
+        with scoped_env("MXNET_SUBGRAPH_BACKEND", backend):
             module.bind([("data", (1, 3, 64, 64))], for_training=False)
         graphs[backend] = module._exec_group.execs[0].debug_str()
     assert "_sg_mkldnn_conv" in graphs[None] and "_sg_mkldnn_conv" not in graphs["NONE"]

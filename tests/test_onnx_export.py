@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 
 import mxnet as mx
 import numpy as np
@@ -38,22 +39,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    model = quickstart_like(str(tmp_path_factory.getbasetemp()))
-    model.onnx = str(tmp_path_factory.getbasetemp() / "quick.onnx")
+def exported(build, name: str, base) -> types.SimpleNamespace:
+    """The model ``build(base)`` makes, with ``onnx``: its export under ``base`` (made once per session)."""
+    model = build(str(base))
+    model.onnx = str(base / f"{name}.onnx")
     if not os.path.isfile(model.onnx):
         export_onnx(model.checkpoint, model.epoch, model.onnx)
     return model
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    return exported(quickstart_like, "quick", tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
 def ssd300(tmp_path_factory):
-    model = ssd300_random(str(tmp_path_factory.getbasetemp()))
-    model.onnx = str(tmp_path_factory.getbasetemp() / "ssd300.onnx")
-    if not os.path.isfile(model.onnx):
-        export_onnx(model.checkpoint, model.epoch, model.onnx)
-    return model
+    return exported(ssd300_random, "ssd300", tmp_path_factory.getbasetemp())
 
 
 def compare_model(model, batch_size: int) -> dict:
@@ -139,14 +141,17 @@ def test_flags_that_onnx_replaces_are_refused(quick, script, argv, flag):
         module.main(["--onnx", quick.onnx] + base + argv)
 
 
-def test_preprocessing_is_the_detectors(quick):
+def test_preprocessing_is_the_checkpoints(quick):
+    """The metadata's input size and pixel statistics give the preprocessing the checkpoint's run config gives."""
     import cv2
 
-    from evaluate.detector import Detector
+    from evaluate.detector import ImageDetector
 
     image = cv2.imread(quick.val_images[0])
+    run = load_run_config(quick.checkpoint)
     ours = OnnxDetector(quick.onnx)
-    assert np.array_equal(ours.preprocess(image), Detector.preprocess(ours, image))
+    assert np.array_equal(ours.preprocess(image),
+                          ImageDetector(run.data_shape, run.mean_pixels, run.std_pixels).preprocess(image))
 
 
 def test_missing_model_is_one_line(quick):

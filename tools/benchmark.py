@@ -27,15 +27,14 @@ the figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
+from config.environment import scoped_env
 from config.errors import UserError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,12 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_sizes == [0]:
         args.batch_sizes = list(BATCH_SWEEP)
     args.precisions = [p.strip() for p in args.precision.split(",")]
-    unknown = [p for p in args.precisions if p not in PRECISIONS]
-    if unknown:
-        raise UserError(f"--precision {unknown[0]}: expected one of {', '.join(PRECISIONS)}")
-    if args.mode == "train" and args.precisions != ["fp32"]:
-        raise UserError(f"--precision {args.precision}: only fp32 with --mode train (INT8 and ONNX are inference "
-                        "formats)")
+    for precision in args.precisions:
+        check_precision(precision, args.mode)
     for flag, value, minimum in (("--batch-size", min(args.batch_sizes), 1), ("--iterations", args.iterations, 1),
                                  ("--warmup", args.warmup, 0), ("--num-class", args.num_class, 1),
                                  ("--threads", args.threads, 1)):
@@ -91,6 +86,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as err:
         raise UserError(f"--gpus: expected comma-separated integers, got {args.gpus!r}") from err
     return args
+
+
+def check_precision(precision: str, mode: str) -> None:
+    """A one-line error for a precision that is not one of :data:`PRECISIONS`, or not fp32 in training."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    if mode == "train" and precision != "fp32":
+        raise UserError(f"--precision {precision}: only fp32 with --mode train (INT8 and ONNX are inference formats)")
 
 
 def _random_label(batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -116,25 +119,6 @@ def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
     return " ".join(have) + (f" (no {', '.join(lacking)})" if lacking else "")
 
 
-@contextlib.contextmanager
-def subgraph_backend(name: str | None) -> Iterator[None]:
-    """``MXNET_SUBGRAPH_BACKEND`` set to ``name`` (None: left as it is) while mxnet binds a graph.
-
-    mxnet reads the variable when an executor is bound, so it only has to hold around ``bind``;
-    ``'NONE'`` binds the graph unfused.
-    """
-    saved = os.environ.get("MXNET_SUBGRAPH_BACKEND")
-    if name is not None:
-        os.environ["MXNET_SUBGRAPH_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MXNET_SUBGRAPH_BACKEND", None)
-        else:
-            os.environ["MXNET_SUBGRAPH_BACKEND"] = saved
-
-
 def _inference_step(network: str, data_shape: int, num_classes: int, precision: str, data: np.ndarray,
                     context: list) -> Callable[[], None]:
     """One forward pass of the test graph on ``data`` ``[B, 3, S, S]`` in ``precision``, Xavier weights."""
@@ -145,7 +129,8 @@ def _inference_step(network: str, data_shape: int, num_classes: int, precision: 
     symbol = symbol_factory.get_symbol(network, data_shape, num_classes=num_classes)
     shapes = [("data", data.shape)]
     fp32 = mx.mod.Module(symbol, label_names=None, context=context)
-    with subgraph_backend("NONE" if precision == "fp32-unfused" else None):
+    # mxnet reads MXNET_SUBGRAPH_BACKEND when it binds: NONE binds the graph unfused
+    with scoped_env("MXNET_SUBGRAPH_BACKEND", "NONE" if precision == "fp32-unfused" else None):
         fp32.bind(shapes, for_training=False)
     fp32.init_params(initializer=mx.init.Xavier(magnitude=2))
     batch = mx.io.DataBatch([mx.nd.array(data)])
@@ -169,19 +154,16 @@ def _onnx_step(symbol, arg_params: dict, aux_params: dict, network: str, data_sh
                data: np.ndarray) -> Callable[[], None]:
     """One onnxruntime run of tools/export_onnx.py's model of ``symbol`` with ``OMP_NUM_THREADS`` threads."""
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise UserError("--precision onnx: needs onnx and onnxruntime: pip install -e '.[onnx]'") from None
     from config.train_config import SSDConfig
+    from evaluate.onnx_detector import inference_session
     from tools.export_onnx import onnx_model
 
     run = SSDConfig(network=network, data_shape=data_shape, num_classes=num_classes)
-    with tempfile.TemporaryDirectory() as work:
-        model = onnx_model(symbol, arg_params, aux_params, run, "random Xavier weights", os.path.join(work, "heads"))
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    model = onnx_model(symbol, arg_params, aux_params, run, "random Xavier weights")
+    session = inference_session(model.SerializeToString(), int(os.environ.get("OMP_NUM_THREADS") or 0))
     inputs = {"data": data.astype(np.float32)}
     return lambda: session.run(None, inputs)
 
@@ -203,9 +185,7 @@ def benchmark(network: str, data_shape: int, batch_size: int, mode: str = "infer
 
     if mode not in MODES:
         raise UserError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    if precision not in PRECISIONS or (mode == "train" and precision != "fp32"):
-        raise UserError(f"--precision {precision}: expected " + (", ".join(PRECISIONS) if mode == "infer" else
-                                                                  "fp32 with --mode train"))
+    check_precision(precision, mode)
     if gpu_ids and mx.context.num_gpus() == 0:
         raise UserError("--gpus: this mxnet build has no CUDA GPUs available; leave --gpus empty")
     if gpu_ids and precision != "fp32":

@@ -213,10 +213,11 @@ def detection_nodes(num_classes: int, anchors: np.ndarray, variances, nms_thresh
     return nodes, inits
 
 
-def onnx_model(symbol, arg_params: dict, aux_params: dict, run, source: str, work_path: str):
+def onnx_model(symbol, arg_params: dict, aux_params: dict, run, source: str):
     """The ``onnx.ModelProto`` of a test graph with its weights and its run's settings (an
-    :class:`~config.train_config.SSDConfig`) in the metadata; ``source`` names the weights there.
-    mx2onnx writes to a file: ``work_path`` is used and removed."""
+    :class:`~config.train_config.SSDConfig`) in the metadata; ``source`` names the weights there."""
+    import tempfile
+
     import onnx
     from onnx import TensorProto, helper
 
@@ -224,11 +225,9 @@ def onnx_model(symbol, arg_params: dict, aux_params: dict, run, source: str, wor
 
     attrs = check_detection_graph(symbol)
     anchors = _anchors(symbol, arg_params, aux_params, run.data_shape)
-    try:
-        model = _export_heads(symbol, arg_params, aux_params, run.data_shape, run.network, work_path)
-    finally:
-        if os.path.exists(work_path):
-            os.remove(work_path)
+    with tempfile.TemporaryDirectory() as work:  # mx2onnx writes its model to a file
+        model = _export_heads(symbol, arg_params, aux_params, run.data_shape, run.network,
+                              os.path.join(work, "heads.onnx"))
     graph = model.graph
     initializer_names = {init.name for init in graph.initializer}
     # mx2onnx lists every weight as a graph input too; the model takes only the image batch
@@ -266,15 +265,14 @@ def export_onnx(prefix: str, epoch: int, out: str) -> str:
     """Write ``out``: the checkpoint's whole test graph in ONNX with its settings in the metadata."""
     import onnx
 
-    from config.fileio import atomic_write, temporary_path
+    from config.fileio import atomic_write
     from evaluate.evaluate_net import load_test_model
     from train.run_config import load_fp32_ssd_run
 
     run = load_fp32_ssd_run(prefix, "tools/export_onnx.py")
     symbol, arg_params, aux_params = load_test_model(run.network, prefix, epoch, run.data_shape, run.num_classes,
                                                      run.nms_thresh, run.force_suppress, run.nms_topk)
-    model = onnx_model(symbol, arg_params, aux_params, run, f"{prefix}-{epoch:04d}.params",
-                       temporary_path(out + ".heads"))
+    model = onnx_model(symbol, arg_params, aux_params, run, f"{prefix}-{epoch:04d}.params")
     atomic_write(out, lambda tmp: onnx.save(model, tmp))
     return out
 

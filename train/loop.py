@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import mxnet as mx
 
+from config.environment import scoped_env
 from config.errors import UserError
 from evaluate.scoring import score_unpadded
 from train import checkpoint
@@ -189,16 +190,9 @@ class ResumableModule(mx.mod.Module):
 
     def init_optimizer(self, *args, **kwargs) -> None:
         # mxnet's _create_kvstore reads this variable and nothing else to decide where updates run
-        saved = os.environ.get("MXNET_UPDATE_ON_KVSTORE")
-        if self._want_update_on_kvstore is not None:
-            os.environ["MXNET_UPDATE_ON_KVSTORE"] = "1" if self._want_update_on_kvstore else "0"
-        try:
+        wanted = self._want_update_on_kvstore
+        with scoped_env("MXNET_UPDATE_ON_KVSTORE", None if wanted is None else "1" if wanted else "0"):
             super().init_optimizer(*args, **kwargs)
-        finally:
-            if saved is None:
-                os.environ.pop("MXNET_UPDATE_ON_KVSTORE", None)
-            else:
-                os.environ["MXNET_UPDATE_ON_KVSTORE"] = saved
         if self._kvstore is not None and "dist" in self._kvstore.type and not self._update_on_kvstore:
             from train.distributed import pull_weights
 

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 
 import mxnet as mx
 
+from config.environment import scoped_env
 from config.errors import UserError
 from config.train_config import RCNNConfig
 from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
@@ -198,16 +199,7 @@ def train_rcnn(cfg: RCNNConfig, ctx: Sequence[mx.Context]) -> dict:
 def _proposal_target_seed(seed: int | None) -> Iterator[None]:
     """Seed ``proposal_target``'s ROI sampling for the run (the op reads ``MXDET_RCNN_SEED``
     when its operators are created) and restart its stream, so one seed repeats a run."""
-    if seed is None:
+    with scoped_env("MXDET_RCNN_SEED", None if seed is None else str(seed)):
+        if seed is not None:
+            reset_seeded_streams()
         yield
-        return
-    saved = os.environ.get("MXDET_RCNN_SEED")
-    os.environ["MXDET_RCNN_SEED"] = str(seed)
-    reset_seeded_streams()
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MXDET_RCNN_SEED", None)
-        else:
-            os.environ["MXDET_RCNN_SEED"] = saved
