@@ -165,10 +165,10 @@ def read_rec_labels(rec: str, data_shape: int = 64, batch_size: int = 4, epochs:
 
 
 def load_script(name: str) -> types.ModuleType:
-    """``<repo>/<name>.py`` as a fresh module, so tests can call its ``main`` in-process
-    (``evaluate.py`` cannot be imported by name: the ``evaluate/`` package wins)."""
+    """``<repo>/<name>.py`` (``name`` may be ``tools/deploy``) as a fresh module, so tests can call its
+    ``main`` in-process (``evaluate.py`` cannot be imported by name: the ``evaluate/`` package wins)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(root, f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(name.replace("/", "_") + "_script", os.path.join(root, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -31,7 +31,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
-from data_helpers import read_lst
+from data_helpers import load_script, read_lst
 
 from config.errors import UserError
 from evaluate.detector import Detector
@@ -44,14 +44,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 4
 THRESH = 0.5  # detections compared above this score (see the module docstring)
 SEED = 0
-
-
-def load_script(name: str, relative_path: str) -> types.ModuleType:
-    """Import a script by path (``evaluate.py`` cannot be imported by name: the package wins)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def measured(what: str, value) -> None:
@@ -120,6 +112,19 @@ def corners(centre_form: np.ndarray) -> np.ndarray:
     return np.concatenate([centre_form[:, :2] - centre_form[:, 2:] / 2, centre_form[:, :2] + centre_form[:, 2:] / 2], 1)
 
 
+def converted_torch_model(model, source: str, out_name: str, tmp_path_factory) -> tuple[str, str]:
+    """Save ``model``'s state dict and convert it with ``tools/convert_weights.py --from source``:
+    ``(the .pth file, the prefix written)``."""
+    import torch
+
+    out = tmp_path_factory.mktemp(source)
+    pth = str(out / f"{source}_random.pth")
+    torch.save(model.state_dict(), pth)
+    prefix = str(out / "model" / out_name)
+    convert_weights.main(["--from", source, "--input", pth, "--out", prefix])
+    return pth, prefix
+
+
 # --- ssd.pytorch --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ssdpytorch(images, tmp_path_factory) -> types.SimpleNamespace:
@@ -141,11 +146,7 @@ def ssdpytorch(images, tmp_path_factory) -> types.SimpleNamespace:
         # exactly the test phase of SSD.forward, on the same tensors
         detections = model.detect(loc.view(batch, -1, 4), model.softmax(conf.view(batch, -1, model.num_classes)),
                                   model.priors)
-    out = tmp_path_factory.mktemp("ssdpytorch")
-    pth = str(out / "ssd300_random.pth")
-    torch.save(model.state_dict(), pth)
-    prefix = str(out / "model" / "ssdpytorch_voc")
-    convert_weights.main(["--from", "ssdpytorch", "--input", pth, "--out", prefix])
+    pth, prefix = converted_torch_model(model, "ssdpytorch", "ssdpytorch_voc", tmp_path_factory)
     return types.SimpleNamespace(model=model, input=x.numpy(), loc=loc.numpy(),
                                  conf=conf.numpy().reshape(batch, -1, model.num_classes), detections=detections,
                                  priors=model.priors.numpy(), pth=pth, prefix=prefix,
@@ -299,11 +300,7 @@ def torchvision_vgg16(tmp_path_factory) -> types.SimpleNamespace:
         for module in model.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 module.bias.normal_(0, 0.1)
-    out = tmp_path_factory.mktemp("torchvision")
-    pth = str(out / "vgg16_random.pth")
-    torch.save(model.state_dict(), pth)
-    prefix = str(out / "model" / "vgg16_reduced")
-    convert_weights.main(["--from", "torchvision-vgg16", "--input", pth, "--out", prefix])
+    _, prefix = converted_torch_model(model, "torchvision-vgg16", "vgg16_reduced", tmp_path_factory)
     return types.SimpleNamespace(model=model, state=model.state_dict(), prefix=prefix, torch=torch)
 
 
@@ -428,10 +425,10 @@ def test_converted_ssdpytorch_runs_through_the_scripts(ssdpytorch, synthetic_rec
     with --prefix/--epoch alone; train.py finetunes it to the synthetic set's 3 classes (seed 003's
     --finetune, after copying it to the run's prefix) for one epoch at batch 2 (on the 8 validation
     images, to keep the test short)."""
-    evaluate_script = load_script("evaluate_script_cw", "evaluate.py")
-    demo_script = load_script("demo_script_cw", "demo.py")
-    deploy_script = load_script("deploy_script_cw", os.path.join("tools", "deploy.py"))
-    train_script = load_script("train_script_cw", "train.py")
+    evaluate_script = load_script("evaluate")
+    demo_script = load_script("demo")
+    deploy_script = load_script("tools/deploy")
+    train_script = load_script("train")
     prefix = ssdpytorch.prefix
     with pytest.raises(UserError, match="--data-shape 512: .* anchors for data shape 300"):
         load_test_model("vgg16_reduced", prefix, 0, 512, 20)

@@ -6,7 +6,6 @@ one ``error: ...`` line and exit status 2. Everything else runs in-process.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
-from data_helpers import read_lst, write_voc_set
+from data_helpers import load_script, read_lst, write_voc_set
 
 from config.defaults import DEMO, DEPLOY
 from dataset.pascal_voc import PascalVoc
@@ -32,17 +31,9 @@ HAS_CAMERA = os.path.exists("/dev/video0")
 MEAN_PIXELS = [DEMO["mean_r"], DEMO["mean_g"], DEMO["mean_b"]]
 
 
-def load_script(name: str, relative_path: str) -> types.ModuleType:
-    """Import a script by path: ``evaluate.py`` cannot be imported by name (the ``evaluate/`` package wins)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_script = load_script("evaluate_script", "evaluate.py")
-demo_script = load_script("demo_script", "demo.py")
-deploy_script = load_script("deploy_script", os.path.join("tools", "deploy.py"))
+evaluate_script = load_script("evaluate")
+demo_script = load_script("demo")
+deploy_script = load_script("tools/deploy")
 
 
 def model_args(toy, *, num_class: bool = True) -> list[str]:
