@@ -16,12 +16,12 @@ import os
 import sys
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
+from config.cli import ArgumentParser, add_pixel_args, parse_known_given, refuse_given, require_writable_dir
 from config.defaults import DEMO as D
 from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from config.fileio import atomic_write, commit, temporary_path
 from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import ArgumentParser, add_pixel_args, parse_known_given, refuse_given, require_writable_dir
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
 

@@ -17,11 +17,7 @@ import logging
 import os
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
-from config.defaults import EVALUATE as D
-from config.defaults import RCNN_TRAIN
-from config.errors import UserError, run_cli
-from evaluate.evaluate_rcnn import add_rcnn_test_args
-from tools.cli import (
+from config.cli import (
     ArgumentParser,
     add_device_args,
     add_pixel_args,
@@ -30,6 +26,10 @@ from tools.cli import (
     require_number,
     require_writable_dir,
 )
+from config.defaults import EVALUATE as D
+from config.defaults import RCNN_TRAIN
+from config.errors import UserError, run_cli
+from evaluate.evaluate_rcnn import add_rcnn_test_args
 
 
 def build_parser() -> argparse.ArgumentParser:

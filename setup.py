@@ -32,7 +32,7 @@ setup(
         # tools/export_onnx.py and evaluate.py/demo.py --onnx: mxnet 1.9.1's mx2onnx imports onnx.mapping,
         # which onnx 1.16 removed; 1.13 is the first release with Python 3.11 wheels
         "onnx": ["onnx>=1.13,<1.16", "onnxruntime>=1.16,<1.20"],
-        "test": [MXNET_CPU, "pytest", "ruff", "pycocotools"],
+        "test": [MXNET_CPU, "pytest", "ruff", "pycocotools", "import-linter"],
         # peer toolkits whose model code tests tools/convert_weights.py (CPU torch wheel;
         # gluoncv 0.10.5 runs on mxnet 1.9.1, and numpy<1.24 above keeps its scipy/pandas old enough)
         "peers": ["torch==2.13.0", "torchvision==0.28.0", "gluoncv==0.10.5"],

@@ -16,10 +16,7 @@ import dataclasses
 import os
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
-from config.defaults import RCNN_TRAIN
-from config.defaults import TRAIN as D
-from config.errors import UserError, run_cli
-from tools.cli import (
+from config.cli import (
     ArgumentParser,
     add_device_args,
     add_pixel_args,
@@ -30,6 +27,9 @@ from tools.cli import (
     require_number,
     require_writable_dir,
 )
+from config.defaults import RCNN_TRAIN
+from config.defaults import TRAIN as D
+from config.errors import UserError, run_cli
 
 # Flags whose default depends on the family (None on the command line): SSD's from TRAIN, R-CNN's from RCNN_TRAIN.
 FAMILY_DEFAULTS = ("batch_size", "pretrained", "prefix", "end_epoch", "frequent", "lr", "lr_steps")

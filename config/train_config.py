@@ -4,7 +4,7 @@ Both share :class:`TrainConfig`, the loop settings (data, epochs, learning-rate
 schedule, checkpoints, validation). ``train.py`` builds one from its flags;
 ``train/train_net.py`` and ``train/train_rcnn.py`` read nothing else. The
 config is saved beside the checkpoints (``<prefix>-ssd.json`` /
-``<prefix>-rcnn.json``, see :mod:`train.run_config`) so that evaluate.py,
+``<prefix>-rcnn.json``, see :mod:`config.run_config`) so that evaluate.py,
 demo.py and tools/deploy.py rebuild the run's graph and preprocessing.
 
 Defaults are the original example/ssd and example/rcnn values, taken from

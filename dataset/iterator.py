@@ -1,7 +1,7 @@
 """``DetRecordIter``: detection batches from a packed ``.rec`` file.
 
 It wraps the C++ ``mx.io.ImageDetRecordIter`` (decoding, the SSD crop / pad /
-mirror / colour augmentation of ``config.config.cfg.train``, resizing, mean and
+mirror / colour augmentation of ``config.config.TRAIN_AUGMENTATIONS["ssd"]``, resizing, mean and
 std) and reshapes its flat labels into one row per object.
 
 ``ImageDetRecordIter`` returns per image ``[4 values it adds, header_width,
@@ -32,25 +32,15 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 from collections.abc import Sequence
 
 import mxnet as mx
 import numpy as np
 
 from config.errors import UserError
+from dataset.recordio import check_record_file
 
-RECORDIO_MAGIC = 0xCED7230A
 _PAD_TOO_SMALL = re.compile(r"label_pad_width:?\s*(-?\d+)\s*smaller than estimated width:?\s*(\d+)")
-
-
-def _check_record_file(path: str, what: str) -> None:
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: {what} not found")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if len(head) < 4 or struct.unpack("<I", head)[0] != RECORDIO_MAGIC:
-        raise UserError(f"{path}: not a RecordIO file (pack one with tools/prepare_dataset.py)")
 
 
 class DetRecordIter(mx.io.DataIter):
@@ -67,7 +57,7 @@ class DetRecordIter(mx.io.DataIter):
         resize_mode: 'force' (stretch to data_shape), 'shrink' or 'fit'.
         mean_pixels: RGB means subtracted from the pixels.
         std_pixels: RGB standard deviations the result is divided by; None: no division.
-        **kwargs: more ``ImageDetRecordIter`` arguments, usually ``**cfg.train`` or ``**cfg.valid``.
+        **kwargs: more ``ImageDetRecordIter`` arguments, usually ``**TRAIN_AUGMENTATIONS["ssd"]`` or ``**VALIDATION``.
     """
 
     def __init__(self, path_imgrec: str, batch_size: int, data_shape: int | Sequence[int], path_imglist: str = "",
@@ -75,7 +65,7 @@ class DetRecordIter(mx.io.DataIter):
                  resize_mode: str = "force", mean_pixels: Sequence[float] = (123, 117, 104),
                  std_pixels: Sequence[float] | None = None, **kwargs):
         super().__init__(batch_size)
-        _check_record_file(path_imgrec, "record file")
+        check_record_file(path_imgrec, "record file")
         if path_imglist and not os.path.isfile(path_imglist):
             raise UserError(f"{path_imglist}: image list file not found")
         if isinstance(data_shape, int):

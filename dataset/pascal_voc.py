@@ -12,7 +12,7 @@ Differences from the original example/ssd ``pascal_voc.py``:
   broken box was kept. Both now stop with an error naming the XML file (or drop
   the image under ``skip_bad``): training on a partly labelled image teaches the
   network that the unlabelled object is background.
-* Evaluation (``comp4`` result files, ``eval_voc``) lives in ``evaluate/``.
+* Evaluation (``comp4`` result files) is :func:`evaluate.eval_voc.evaluate_pascal_voc`.
 """
 from __future__ import annotations
 
@@ -98,24 +98,6 @@ class PascalVoc(Imdb):
 
     def image_size_from_index(self, index: int) -> tuple[int, int] | None:
         return self._sizes.get(self.image_set_index[index])
-
-    def evaluate_detections(self, detections: Sequence[np.ndarray], output_dir: str | None = None) -> dict:
-        """Score detections with the devkit-style evaluation; returns ``{class: AP, ..., 'mAP': mean}``.
-
-        ``detections[i]`` is image ``image_set_index[i]``'s [N, 6] array of rows
-        ``[cls, score, x1, y1, x2, y2]``, coordinates normalised as this class
-        normalises its labels. The comp4 result files and the annotation cache
-        go to ``output_dir``, by default ``<devkit>/results/VOC<year>/Main`` as
-        in the original. The 11-point metric is used for years before 2010.
-        """
-        from evaluate.eval_voc import evaluate_voc_detections
-
-        if len(detections) != self.num_images:
-            raise ValueError(f"{len(detections)} detection arrays for {self.num_images} images of {self.name}")
-        if output_dir is None:
-            output_dir = os.path.join(self.devkit_path, "results", "VOC" + self.year, "Main")
-        return evaluate_voc_detections(detections, self.image_set_index, self.devkit_path, self.year,
-                                       self.image_set, self.classes, output_dir)
 
     def _parse_annotation(self, image_id: str) -> np.ndarray:
         """Objects of one XML file as float rows [cls_id, xmin, ymin, xmax, ymax, difficult]."""

@@ -8,7 +8,7 @@ up to 100 detections per image, and splits objects by pixel area (small <
 The split is by area in the *original* image's pixels, as the COCO API
 measures it, so normalised boxes must be scaled by each image's own size:
 :class:`COCOMApMetric` takes one ``(width, height)`` per image
-(``dataset.record_scan.image_sizes`` reads them from a ``.rec``). Scaling
+(``dataset.recordio.image_sizes`` reads them from a ``.rec``). Scaling
 by the network input instead (e.g. 300x300) moves objects between the size
 ranges and gives APs/APm/APl (and ARs/ARm/ARl) that do not compare with
 published numbers; IoU, and so AP, AP50, AP75 and AR1/10/100, do not change.
@@ -145,7 +145,7 @@ class COCOMApMetric(mx.metric.EvalMetric):
 
     * ``image_sizes``: one ``(width, height)`` per image, in the order the
       images reach :meth:`update` (e.g. record order of a ``.rec``, from
-      ``dataset.record_scan.image_sizes``). Each ``update`` of B images takes
+      ``dataset.recordio.image_sizes``). Each ``update`` of B images takes
       the next B sizes; :meth:`reset` starts over at the first. Fewer images
       than sizes is fine (an evaluation cut short), more is a ``ValueError``.
       This gives the official COCO split.

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +39,8 @@ import numpy as np
 from config.errors import UserError
 from config.fileio import atomic_open
 from dataset.bbox import iou_matrix
+from dataset.pascal_voc import PascalVoc
+from dataset.voc_xml import parse_voc_rec, read_voc_image_size
 
 # the 11 recall points of the VOC2007 metric, exactly 0.0, 0.1, ..., 1.0
 _ELEVEN_POINTS = np.arange(11) / 10.0
@@ -70,52 +71,6 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> fl
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     steps = np.where(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
-
-
-def _text(node: ET.Element, tag: str, filename: str) -> str:
-    child = node.find(tag)
-    if child is None or child.text is None:
-        raise UserError(f"{filename}: <{node.tag}> has no <{tag}>")
-    return child.text.strip()
-
-
-def _load_xml(filename: str) -> ET.Element:
-    try:
-        return ET.parse(filename).getroot()
-    except ET.ParseError as err:
-        raise UserError(f"{filename}: not valid XML ({err})") from None
-
-
-def parse_voc_rec(filename: str) -> list[dict]:
-    """Objects of one VOC annotation file.
-
-    Returns one dict per ``<object>``: ``name`` (str), ``difficult`` (int, 0
-    when the tag is absent) and ``bbox`` ``[xmin, ymin, xmax, ymax]`` in the
-    file's 1-based pixel coordinates (read as floats, so sub-pixel boxes of
-    VOC-like datasets also load).
-    """
-    objects = []
-    for obj in _load_xml(filename).iter("object"):
-        box = obj.find("bndbox")
-        if box is None:
-            raise UserError(f"{filename}: <object> has no <bndbox>")
-        difficult = obj.find("difficult")
-        objects.append(
-            {
-                "name": _text(obj, "name", filename),
-                "difficult": int(difficult.text) if difficult is not None and difficult.text else 0,
-                "bbox": [float(_text(box, tag, filename)) for tag in ("xmin", "ymin", "xmax", "ymax")],
-            }
-        )
-    return objects
-
-
-def read_voc_image_size(filename: str) -> tuple[int, int]:
-    """``(width, height)`` of the image from the ``<size>`` of a VOC annotation file."""
-    size = _load_xml(filename).find("size")
-    if size is None:
-        raise UserError(f"{filename}: no <size>")
-    return int(_text(size, "width", filename)), int(_text(size, "height", filename))
 
 
 def _escape_braces(text: str) -> str:
@@ -325,3 +280,20 @@ def evaluate_voc_detections(
     aps = [ap for ap in result.values() if not np.isnan(ap)]
     result["mAP"] = float(np.mean(aps)) if aps else float("nan")
     return result
+
+
+def evaluate_pascal_voc(imdb: PascalVoc, detections: Sequence[np.ndarray], output_dir: str | None = None) -> dict:
+    """Score detections on a :class:`dataset.pascal_voc.PascalVoc` set; returns ``{class: AP, ..., 'mAP': mean}``.
+
+    ``detections[i]`` is image ``imdb.image_set_index[i]``'s [N, 6] array of rows
+    ``[cls, score, x1, y1, x2, y2]``, coordinates normalised as the set normalises
+    its labels. The comp4 result files and the annotation cache go to
+    ``output_dir``, by default ``<devkit>/results/VOC<year>/Main`` as in the
+    original. The 11-point metric is used for years before 2010.
+    """
+    if len(detections) != imdb.num_images:
+        raise ValueError(f"{len(detections)} detection arrays for {imdb.num_images} images of {imdb.name}")
+    if output_dir is None:
+        output_dir = os.path.join(imdb.devkit_path, "results", "VOC" + imdb.year, "Main")
+    return evaluate_voc_detections(detections, imdb.image_set_index, imdb.devkit_path, imdb.year,
+                                   imdb.image_set, imdb.classes, output_dir)

@@ -13,15 +13,15 @@ from collections.abc import Sequence
 
 import mxnet as mx
 
-from config.config import cfg
+from config.augmentation import VALIDATION
 from config.errors import UserError
+from config.run_config import load_run_config
 from dataset.iterator import DetRecordIter
-from dataset.record_scan import scan_labels
+from dataset.recordio import scan_labels
+from evaluate.checkpoint import check_params_fit, load_checkpoint
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.scoring import score_unpadded
 from symbol.symbol_factory import get_symbol
-from train.checkpoint import check_params_fit, load_checkpoint
-from train.run_config import load_run_config
 
 # the keys of SSDConfig.graph_overrides: get_symbol keywords that replace the network preset's
 GRAPH_OVERRIDE_KEYS = ("sizes", "ratios", "steps", "anchor_clip", "clip_detections")
@@ -120,7 +120,7 @@ def evaluate_net(
     data_shape_3 = (3, data_shape, data_shape)
     eval_iter = DetRecordIter(path_imgrec, batch_size, data_shape_3, mean_pixels=mean_pixels,
                               std_pixels=std_pixels, label_pad_width=label_pad_width,
-                              path_imglist=path_imglist, **cfg.valid)
+                              path_imglist=path_imglist, **VALIDATION)
     mod = mx.mod.Module(symbol, label_names=None, logger=logger, context=list(ctx))
     mod.bind(data_shapes=eval_iter.provide_data, for_training=False)
     mod.set_params(args, auxs, allow_missing=False, allow_extra=True)
@@ -129,7 +129,7 @@ def evaluate_net(
     metric = metric_cls(ovp_thresh, use_difficult, class_names, pred_idx=0)
     metrics = [metric]
     if coco:
-        from dataset.record_scan import image_sizes
+        from dataset.recordio import image_sizes
         from evaluate.coco_eval import COCOMApMetric
 
         # COCO splits small/medium/large by area in original-image pixels: one

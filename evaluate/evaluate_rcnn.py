@@ -24,11 +24,11 @@ import numpy as np
 from config.errors import UserError
 from config.train_config import RCNNConfig
 from dataset.rcnn_loader import preprocess, resize_scale
-from dataset.record_scan import scan_labels
+from dataset.recordio import scan_labels
+from evaluate.checkpoint import check_params_fit, load_checkpoint, params_path
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.rcnn_detect import RCNNDetector, detect_rec, update_metric
 from symbol.rcnn_factory import get_rcnn_test
-from train.checkpoint import check_params_fit, load_checkpoint, params_path
 
 
 def inference_config(cfg: RCNNConfig, **overrides) -> RCNNConfig:

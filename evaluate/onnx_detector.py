@@ -17,10 +17,11 @@ import time
 
 import numpy as np
 
+from config.cli import refuse_given
 from config.errors import UserError
 from evaluate.detector import ImageDetector
+from evaluate.onnx_export import METADATA_KEY
 from evaluate.run_settings import InferenceSettings
-from tools.cli import refuse_given
 
 # evaluate.py/demo.py dests that --onnx replaces: the model's metadata sets them, or it cannot use them
 ONNX_MODEL_FLAGS = ("prefix", "epoch", "network", "num_class", "class_names", "data_shape", "mean_r", "mean_g",
@@ -60,8 +61,6 @@ def open_session(path: str):
         session = inference_session(path)
     except Exception as err:  # onnxruntime raises its own exception types for unreadable models
         raise UserError(f"--onnx {path}: cannot be loaded by onnxruntime ({str(err).splitlines()[0]})") from None
-    from tools.export_onnx import METADATA_KEY
-
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
         raise UserError(f"--onnx {path}: no '{METADATA_KEY}' metadata; export the model with tools/export_onnx.py")
@@ -115,9 +114,9 @@ def evaluate_onnx(path: str, path_imgrec: str, settings: InferenceSettings, batc
                   path_imglist: str = "", ovp_thresh: float = 0.5, use_difficult: bool = False,
                   voc07_metric: bool = True, num_batch: int | None = None, label_pad_width: int | None = None) -> dict:
     """VOC mAP of an exported model on ``path_imgrec``: the dict of :func:`evaluate.evaluate_net.evaluate_net`."""
-    from config.config import cfg
+    from config.augmentation import VALIDATION
     from dataset.iterator import DetRecordIter
-    from dataset.record_scan import scan_labels
+    from dataset.recordio import scan_labels
     from evaluate.eval_metric import MApMetric, VOC07MApMetric
     from evaluate.scoring import score_unpadded
 
@@ -129,7 +128,7 @@ def evaluate_onnx(path: str, path_imgrec: str, settings: InferenceSettings, batc
     eval_iter = DetRecordIter(path_imgrec, batch_size, (3, shape, shape), mean_pixels=settings.mean_pixels,
                               std_pixels=settings.std_pixels,
                               label_pad_width=label_pad_width if label_pad_width is not None else settings.label_width,
-                              path_imglist=path_imglist, **cfg.valid)
+                              path_imglist=path_imglist, **VALIDATION)
     metric = (VOC07MApMetric if voc07_metric else MApMetric)(ovp_thresh, use_difficult, settings.class_names,
                                                              pred_idx=0)
     tic = time.time()

@@ -3,7 +3,7 @@
 ``python evaluate.py --prefix P --epoch N --rec-path val.rec`` needs no other
 flag: the network, data shape, classes, pixel statistics, NMS settings and
 label width come from the run config train.py saved beside the checkpoint
-(``P-ssd.json`` / ``P-rcnn.json``, :mod:`train.run_config`). The order is:
+(``P-ssd.json`` / ``P-rcnn.json``, :mod:`config.run_config`). The order is:
 
 1. a flag given on the command line;
 2. the run config;
@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from config.cli import parse_class_names, refuse_given
 from config.errors import UserError
+from config.run_config import load_run_config, run_config_path
 from config.train_config import RCNNConfig, SSDConfig, TrainConfig
-from tools.cli import parse_class_names, refuse_given
-from train.run_config import load_run_config, run_config_path
 
 # evaluate.py/demo.py dests that only SSD uses, and those that only Faster R-CNN uses
 SSD_INFERENCE_FLAGS = ("data_shape", "mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "nms_thresh",
@@ -112,7 +112,7 @@ def _classes(parser: argparse.ArgumentParser, args: argparse.Namespace, run: Tra
 def resolve_inference(parser: argparse.ArgumentParser, args: argparse.Namespace, default_prefix: str,
                       default_names: str, rcnn_default_prefix: str) -> InferenceSettings:
     """The :class:`InferenceSettings` of evaluate.py's or demo.py's parsed flags (``args.given`` set
-    by :func:`tools.cli.parse_known_given`). Flags the chosen family does not use are refused."""
+    by :func:`config.cli.parse_known_given`). Flags the chosen family does not use are refused."""
     from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
 
     prefix = args.prefix or (rcnn_default_prefix if args.network in RCNN_NETWORKS else default_prefix)

@@ -18,8 +18,8 @@ from types import ModuleType
 import mxnet as mx
 
 from config.errors import UserError
-from symbol.common import multi_layer_feature, multibox_layer
 from symbol.losses import softmax_focal_output
+from symbol.ssd_heads import multi_layer_feature, multibox_layer
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 CLS_LOSSES = ("softmax", "focal")
@@ -130,7 +130,7 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     on every anchor, without negative mining). Both give the same ``cls_prob`` output.
 
     ``anchor_clip`` clamps the anchors' centre form ``(cx, cy, w, h)`` to [0, 1], as ssd.pytorch's
-    ``PriorBox(clip=True)`` does (:func:`symbol.common.clamp_anchor_centre_form`); False (the default)
+    ``PriorBox(clip=True)`` does (:func:`symbol.ssd_heads.clamp_anchor_centre_form`); False (the default)
     keeps MultiBoxPrior's anchors as they are, the original's graph. ``clip_detections`` False keeps
     decoded boxes that cross the image border whole through NMS, as ssd.pytorch's ``Detect`` and
     GluonCV's SSD do; True (the default, the original's) cuts them at the border first.

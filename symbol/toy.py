@@ -34,7 +34,7 @@ def get_symbol(num_classes: int = 1000, **kwargs) -> mx.sym.Symbol:
     """All five scales, ending in ``global_pool`` ``[B, 128, 1, 1]``; input ``data`` ``[B, 3, H, W]``.
 
     ``num_classes`` is accepted for the common base-network interface and unused: the
-    prediction heads are added by :func:`symbol.common.multibox_layer`.
+    prediction heads are added by :func:`symbol.ssd_heads.multibox_layer`.
     """
     body = mx.sym.Variable(name="data")
     filters = BODY_FILTERS + (SCALE_FILTERS,) * NUM_DOWNSAMPLERS

@@ -4,7 +4,7 @@ import types
 import pytest
 
 import config  # noqa: F401
-from tools.make_synthetic import SynthDataset
+from dataset.synthetic import SynthDataset
 
 
 # --- data fixtures (tests/data_helpers.py builds them) -------------------------
@@ -12,7 +12,7 @@ from tools.make_synthetic import SynthDataset
 def synthetic_voc(tmp_path_factory) -> SynthDataset:
     """A tiny generated VOC set, made once per test session.
 
-    ``tools.make_synthetic.SynthDataset``: 3 classes (circle, square, triangle),
+    ``dataset.synthetic.SynthDataset``: 3 classes (circle, square, triangle),
     24 train + 8 val images of 120-240 px, seed 0. Attributes: ``devkit``
     (``.../VOCdevkit``, year ``synth``), ``data_dir``, ``names_file``,
     ``classes``, and ``images`` / ``split('train'|'val')``: the generator's own
@@ -58,12 +58,9 @@ def synthetic_rec(synthetic_voc, tmp_path_factory) -> types.SimpleNamespace:
 def no_augmentation(monkeypatch):
     """SSD training on the validation settings: no crop, pad, jitter, mirror or shuffle, so that two
     runs can be compared parameter by parameter."""
-    import train.train_net as train_net_module
-    from config.config import cfg
+    from config.augmentation import TRAIN_AUGMENTATIONS, VALIDATION
 
-    patched = type(cfg)(cfg)
-    patched["train"] = dict(cfg.valid)
-    monkeypatch.setattr(train_net_module, "cfg", patched)
+    monkeypatch.setitem(TRAIN_AUGMENTATIONS, "ssd", dict(VALIDATION))
 
 
 # --- model fixtures -------------------------------------------------------------

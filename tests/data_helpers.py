@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from tools.make_synthetic import SynthDataset, SynthImage, make_synthetic
+from dataset.synthetic import SynthDataset, SynthImage, make_synthetic
 
 
 def tiny_synthetic(out: str, num_train: int = 4, num_val: int = 0, classes: int = 3, seed: int = 0,
@@ -144,13 +144,13 @@ def read_rec_labels(rec: str, data_shape: int = 64, batch_size: int = 4, epochs:
                     **kwargs) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Every image ``DetRecordIter`` yields, as (record index, data [3, H, W], objects [N, 6]).
 
-    ``kwargs`` go to the iterator (default ``cfg.valid`` with ``mean_pixels`` 0, so
+    ``kwargs`` go to the iterator (default ``VALIDATION`` with ``mean_pixels`` 0, so
     ``data`` holds RGB pixel values). Padding rows and wrapped-around images are left out.
     """
-    from config.config import cfg
+    from config.augmentation import VALIDATION
     from dataset.iterator import DetRecordIter
 
-    options = {**cfg.valid, "mean_pixels": (0, 0, 0), "verbose": False, **kwargs}
+    options = {**VALIDATION, "mean_pixels": (0, 0, 0), "verbose": False, **kwargs}
     it = DetRecordIter(rec, batch_size, data_shape, **options)
     out = []
     for _ in range(epochs):

@@ -83,10 +83,10 @@ def ssd300_random(base: str, num_classes: int = 20) -> types.SimpleNamespace:
     import mxnet as mx
     from data_helpers import pack, tiny_synthetic
 
+    from config.run_config import save_run_config
     from config.train_config import SSDConfig
+    from evaluate.checkpoint import save_params
     from symbol.symbol_factory import get_symbol
-    from train.checkpoint import save_params
-    from train.run_config import save_run_config
 
     folder = os.path.join(base, "ssd300_random")
     checkpoint = os.path.join(folder, "ssd_vgg16_reduced_300")
@@ -177,8 +177,8 @@ def mxnet_raw(checkpoint: str, epoch: int, batches: list[np.ndarray], backend: s
     import mxnet as mx
 
     from config.environment import scoped_env
+    from config.run_config import load_run_config
     from evaluate.evaluate_net import load_test_model
-    from train.run_config import load_run_config
 
     run = load_run_config(checkpoint)
     symbol, args, auxs = load_test_model(run.network, checkpoint, epoch, run.data_shape, run.num_classes,

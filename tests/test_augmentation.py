@@ -1,9 +1,9 @@
-"""cfg.train augmentation keeps boxes inside the image and on the object's pixels."""
+"""TRAIN_AUGMENTATIONS["ssd"] augmentation keeps boxes inside the image and on the object's pixels."""
 import numpy as np
 import pytest
 from data_helpers import pack, read_rec_labels, write_voc_set
 
-from config.config import cfg
+from config.augmentation import TRAIN_AUGMENTATIONS
 
 RED_BGR = (20, 20, 235)
 BLUE_BGR = (150, 60, 10)
@@ -47,7 +47,8 @@ def _box_pixels(box, size: int) -> tuple[int, int, int, int]:
 def test_crop_pad_mirror_keep_box_on_object(red_box_rec):
     rec, originals = red_box_rec
     size = 96
-    samples = read_rec_labels(rec, data_shape=size, batch_size=8, epochs=10, **{**cfg.train, **NO_JITTER})
+    samples = read_rec_labels(rec, data_shape=size, batch_size=8, epochs=10,
+                              **{**TRAIN_AUGMENTATIONS["ssd"], **NO_JITTER})
     assert len(samples) == 80
     without_box = zoomed = shrunk = padded = right_side = 0
     for index, data, rows in samples:
@@ -89,7 +90,7 @@ def test_mirror_flips_box_exactly(red_box_rec):
 
 def test_full_train_augmentation_boxes_stay_in_image(synthetic_rec):
     samples = read_rec_labels(synthetic_rec.train_rec, data_shape=64, batch_size=8, epochs=3,
-                              label_pad_width=synthetic_rec.label_width, **cfg.train)
+                              label_pad_width=synthetic_rec.label_width, **TRAIN_AUGMENTATIONS["ssd"])
     assert len(samples) == 72
     boxes = np.concatenate([rows for _, _, rows in samples])
     assert len(boxes) > 100

@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
+from config.cli import parse_class_names
 from config.defaults import VOC_CLASSES
 from config.devices import mxnet_has_cuda, parse_devices
 from config.errors import UserError
-from tools.cli import parse_class_names
 
 
 def test_class_names_from_list_and_file(tmp_path):

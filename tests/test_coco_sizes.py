@@ -1,6 +1,6 @@
 """COCO's small/medium/large split in original-image pixels.
 
-``dataset.record_scan.image_sizes`` reads every packed image's (width,
+``dataset.recordio.image_sizes`` reads every packed image's (width,
 height) from its JPEG/PNG header, ``COCOMApMetric`` scales each image's
 normalised boxes by its own size, and ``evaluate_net --coco`` wires the two
 together in the order the evaluation iterator yields images.
@@ -14,7 +14,7 @@ import pytest
 from data_helpers import read_lst, read_rec_labels
 
 from config.errors import UserError
-from dataset.record_scan import encoded_size, header_size, image_sizes
+from dataset.recordio import encoded_size, header_size, image_sizes
 
 
 def record_ids(rec_path: str) -> list[int]:
@@ -51,7 +51,7 @@ def test_image_sizes_match_the_generator(synthetic_rec, split):
 
 
 def test_image_sizes_follow_the_iterator_order_even_with_a_list_file(synthetic_rec, tmp_path):
-    # DetRecordIter (cfg.valid) walks the .rec in order; a path_imglist only
+    # DetRecordIter (VALIDATION) walks the .rec in order; a path_imglist only
     # replaces the labels (looked up by record id) and does not reorder images
     ids = record_ids(synthetic_rec.train_rec)
     assert [index for index, _, _ in read_rec_labels(synthetic_rec.train_rec, batch_size=5)] == ids

@@ -34,11 +34,11 @@ import pytest
 from data_helpers import load_script, read_lst
 
 from config.errors import UserError
+from config.run_config import load_run_config
+from evaluate.checkpoint import check_params_fit, load_checkpoint
 from evaluate.detector import Detector
 from evaluate.evaluate_net import deploy_prefix, load_test_model
 from tools import convert_weights
-from train.checkpoint import check_params_fit, load_checkpoint
-from train.run_config import load_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 4

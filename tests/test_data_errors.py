@@ -8,7 +8,7 @@ import sys
 import pytest
 from data_helpers import pack, read_lst, tiny_synthetic, write_coco
 
-from config.config import cfg
+from config.augmentation import VALIDATION
 from config.errors import UserError
 from dataset.iterator import DetRecordIter
 
@@ -140,19 +140,19 @@ def test_coco_unknown_class_and_bad_box(tmp_path):
 def test_label_width_too_small(synthetic_rec):
     needed = synthetic_rec.label_width
     with pytest.raises(UserError) as err:
-        DetRecordIter(synthetic_rec.train_rec, 4, 32, label_pad_width=needed - 6, **cfg.valid)
+        DetRecordIter(synthetic_rec.train_rec, 4, 32, label_pad_width=needed - 6, **VALIDATION)
     message = str(err.value)
     assert "\n" not in message
     assert message == (f"--label-width {needed - 6} is too small for {synthetic_rec.train_rec}: its largest label "
                        f"needs {needed}; pass --label-width {needed} or more")
-    DetRecordIter(synthetic_rec.train_rec, 4, 32, label_pad_width=needed, **cfg.valid)  # exactly enough works
+    DetRecordIter(synthetic_rec.train_rec, 4, 32, label_pad_width=needed, **VALIDATION)  # exactly enough works
 
 
 def test_missing_or_wrong_record_file(synthetic_rec, tmp_path):
     with pytest.raises(UserError, match=re.escape(f"{tmp_path}/none.rec: record file not found")):
-        DetRecordIter(str(tmp_path / "none.rec"), 4, 32, **cfg.valid)
+        DetRecordIter(str(tmp_path / "none.rec"), 4, 32, **VALIDATION)
     with pytest.raises(UserError, match=re.escape(f"{synthetic_rec.train_lst}: not a RecordIO file")):
-        DetRecordIter(synthetic_rec.train_lst, 4, 32, **cfg.valid)
+        DetRecordIter(synthetic_rec.train_lst, 4, 32, **VALIDATION)
 
 
 def test_failed_packing_leaves_nothing(voc, monkeypatch, tmp_path):
@@ -199,10 +199,10 @@ def test_cli_prints_one_line_and_exits_2(voc):
 
 def test_image_list_with_fixed_label_width(synthetic_rec):
     """A .lst given as path_imglist works with the default label_width -1, and names itself otherwise."""
-    it = DetRecordIter(synthetic_rec.val_rec, 4, 32, path_imglist=synthetic_rec.val_lst, **cfg.valid)
+    it = DetRecordIter(synthetic_rec.val_rec, 4, 32, path_imglist=synthetic_rec.val_lst, **VALIDATION)
     assert it.provide_label[0].shape[2] == 6
     with pytest.raises(UserError, match=re.escape(f"{synthetic_rec.val_lst}: every line must hold label_width=50")):
-        DetRecordIter(synthetic_rec.val_rec, 4, 32, path_imglist=synthetic_rec.val_lst, label_width=50, **cfg.valid)
+        DetRecordIter(synthetic_rec.val_rec, 4, 32, path_imglist=synthetic_rec.val_lst, label_width=50, **VALIDATION)
 
 
 def test_image_size_differs_from_annotation(voc):

@@ -176,9 +176,9 @@ def test_testdb_paths(tmp_path):
 
 
 def test_iterator_interface(synthetic_rec):
-    from config.config import cfg
+    from config.augmentation import VALIDATION
 
-    it = DetRecordIter(synthetic_rec.train_rec, 8, (3, 40, 56), label_pad_width=350, **cfg.valid)
+    it = DetRecordIter(synthetic_rec.train_rec, 8, (3, 40, 56), label_pad_width=350, **VALIDATION)
     (data,) = it.provide_data
     (label,) = it.provide_label
     assert (data.name, tuple(data.shape)) == ("data", (8, 3, 40, 56))
@@ -192,10 +192,10 @@ def test_iterator_interface(synthetic_rec):
 
 
 def test_iterator_mean_and_std(synthetic_rec):
-    from config.config import cfg
+    from config.augmentation import VALIDATION
 
-    raw = DetRecordIter(synthetic_rec.val_rec, 4, 32, mean_pixels=(0, 0, 0), **cfg.valid).next().data[0].asnumpy()
-    it = DetRecordIter(synthetic_rec.val_rec, 4, 32, mean_pixels=(10, 20, 30), std_pixels=(2, 4, 5), **cfg.valid)
+    raw = DetRecordIter(synthetic_rec.val_rec, 4, 32, mean_pixels=(0, 0, 0), **VALIDATION).next().data[0].asnumpy()
+    it = DetRecordIter(synthetic_rec.val_rec, 4, 32, mean_pixels=(10, 20, 30), std_pixels=(2, 4, 5), **VALIDATION)
     normed = it.next().data[0].asnumpy()
     expected = (raw - np.array([10, 20, 30])[None, :, None, None]) / np.array([2, 4, 5])[None, :, None, None]
     np.testing.assert_allclose(normed, expected, rtol=1e-5, atol=1e-4)
@@ -204,9 +204,9 @@ def test_iterator_mean_and_std(synthetic_rec):
 @pytest.mark.parametrize("batch_size, pads", [(3, [0, 0, 1]), (12, [4])])
 def test_every_epoch_yields_each_image_once(synthetic_rec, batch_size, pads):
     """8 val images: no epoch skips one, and the padding repeats the batch's own first images."""
-    from config.config import cfg
+    from config.augmentation import VALIDATION
 
-    it = DetRecordIter(synthetic_rec.val_rec, batch_size, 32, **cfg.valid)
+    it = DetRecordIter(synthetic_rec.val_rec, batch_size, 32, **VALIDATION)
     for _ in range(3):
         batches = list(it)
         assert [b.pad for b in batches] == pads
@@ -225,9 +225,10 @@ def test_module_fit_accepts_iterator(synthetic_rec):
     """Module.fit binds 'data' and 'label' from provide_data/provide_label and runs every batch."""
     import mxnet as mx
 
-    from config.config import cfg
+    from config.augmentation import TRAIN_AUGMENTATIONS
 
-    it = DetRecordIter(synthetic_rec.train_rec, 8, 32, label_pad_width=synthetic_rec.label_width, **cfg.train)
+    it = DetRecordIter(synthetic_rec.train_rec, 8, 32, label_pad_width=synthetic_rec.label_width,
+                       **TRAIN_AUGMENTATIONS["ssd"])
     data, label = mx.sym.Variable("data"), mx.sym.Variable("label")
     pooled = mx.sym.Pooling(data, kernel=(1, 1), global_pool=True, pool_type="avg")
     score = mx.sym.FullyConnected(mx.sym.flatten(pooled), num_hidden=1)

@@ -29,9 +29,10 @@ import numpy as np
 import pytest
 
 from config.train_config import SSDConfig
+from dataset.recordio import shard_of_records
+from evaluate import checkpoint
 from tools import launch
-from train import checkpoint
-from train.distributed import EqualBatches, batches_per_worker, digest_of_params, shard_of_records
+from train.distributed import EqualBatches, batches_per_worker, digest_of_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGEST = re.compile(r"(\[rank (\d)\] )?\S* ?Epoch\[(\d+)\] weights identical on 2 workers \(sha256 ([0-9a-f]{64})\)")
@@ -223,7 +224,7 @@ def equal_size_rec(source_rec: str, count: int, out_dir) -> str:
 def test_two_workers_equal_one_process_with_two_devices(synthetic_rec, tmp_path, monkeypatch):
     """2 workers x 1 device at batch 4 == 1 process x 2 CPU devices at batch 8, weights within 1e-5 after one
     step: worker k's batch is slice k of the single process's batch."""
-    from config.config import cfg
+    from config.augmentation import TRAIN_AUGMENTATIONS
     from symbol.symbol_factory import get_symbol_train
     from train.train_net import train_ssd
 
@@ -248,7 +249,7 @@ def test_two_workers_equal_one_process_with_two_devices(synthetic_rec, tmp_path,
         assert done.returncode == 0, done.stderr[-3000:]
 
     # the reference: one process, two devices, the same 8 images as one batch in record order
-    monkeypatch.setitem(cfg.train_none, "shuffle", False)
+    monkeypatch.setitem(TRAIN_AUGMENTATIONS["none"], "shuffle", False)
     config = SSDConfig(network="toy", train_path=rec, num_classes=synthetic_rec.num_classes,
                        class_names=synthetic_rec.classes, prefix=str(tmp_path / "single"), batch_size=8,
                        data_shape=64, label_width=350, pretrained=start, pretrained_epoch=0, freeze_pattern="",

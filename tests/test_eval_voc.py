@@ -20,11 +20,10 @@ import os
 import numpy as np
 import pytest
 
+from dataset.voc_xml import parse_voc_rec, read_voc_image_size
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.eval_voc import (
     evaluate_voc_detections,
-    parse_voc_rec,
-    read_voc_image_size,
     voc_ap,
     voc_eval,
     write_voc_results_file,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from config.errors import UserError
-from train import checkpoint
+from evaluate import checkpoint
 from train.train_net import train_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

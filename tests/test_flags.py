@@ -42,8 +42,8 @@ from data_helpers import load_script
 
 import config.devices
 from config.errors import UserError
+from config.run_config import save_run_config
 from config.train_config import RCNNConfig
-from train.run_config import save_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_CAMERA = os.path.exists("/dev/video0")
@@ -447,7 +447,7 @@ def models(trained_toy, tmp_path_factory) -> dict:
     for image in images[:2]:
         writer.write(cv2.resize(image, (96, 80)))
     writer.release()
-    from tools.export_onnx import export_onnx
+    from evaluate.onnx_export import export_onnx
 
     onnx_models = {key: export_onnx(checkpoint, epoch, str(tmp / f"toy-{epoch}.onnx"))
                    for key, epoch in (("onnx", trained_toy.epoch), ("onnx1", trained_toy.epoch - 1))}

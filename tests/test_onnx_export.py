@@ -30,9 +30,9 @@ from deploy_helpers import (  # noqa: E402
     topk_cut,
 )
 
+from config.run_config import load_run_config  # noqa: E402
 from evaluate.onnx_detector import OnnxDetector, open_session  # noqa: E402
-from tools.export_onnx import detection_nodes, export_onnx  # noqa: E402
-from train.run_config import load_run_config  # noqa: E402
+from evaluate.onnx_export import detection_nodes, export_onnx  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -200,7 +200,7 @@ def test_decoding_and_nms_match_multibox_detection(nms, topk, force, clip):
 
 
 def test_a_network_with_an_op_mx2onnx_lacks_is_one_line(tmp_path):
-    from tools.export_onnx import _export_heads
+    from evaluate.onnx_export import _export_heads
 
     data = mx.sym.Variable("data")
     feature = mx.sym.contrib.AdaptiveAvgPooling2D(data, output_size=4, name="pool")  # no mx2onnx converter

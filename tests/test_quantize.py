@@ -10,9 +10,9 @@ from data_helpers import load_script
 from deploy_helpers import batches_of, compare_kept, iou, mxnet_raw, quickstart_like, ssd300_random
 
 from config.errors import UserError
+from config.run_config import load_run_config
+from evaluate.quantization import excluded_layers, quantize
 from symbol.symbol_factory import get_symbol
-from tools.quantize import excluded_layers, quantize
-from train.run_config import load_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -24,12 +24,12 @@ import pytest
 from data_helpers import load_script
 
 from config.errors import UserError
+from config.run_config import load_run_config, run_config_path, save_run_config
 from config.train_config import RCNNConfig
+from evaluate import checkpoint
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
 from symbol.rcnn_factory import get_rcnn_test, make_config, rcnn_initializer
-from train import checkpoint
-from train.run_config import load_run_config, run_config_path, save_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORK = "faster_rcnn_small"

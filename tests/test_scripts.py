@@ -1,5 +1,5 @@
 """evaluate.py, demo.py and tools/deploy.py on the trained toy model (``trained_toy``), and
-PascalVoc.evaluate_detections on a hand-made VOC set.
+evaluate_pascal_voc on a hand-made VOC set.
 
 Bad-input cases run the scripts as subprocesses, all at once, and check the user gets
 one ``error: ...`` line and exit status 2. Everything else runs in-process.
@@ -23,7 +23,7 @@ from config.defaults import DEMO, DEPLOY
 from dataset.pascal_voc import PascalVoc
 from evaluate.detector import Detector, draw_detections
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
-from evaluate.eval_voc import voc_ap
+from evaluate.eval_voc import evaluate_pascal_voc, voc_ap
 from evaluate.evaluate_net import load_test_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -361,7 +361,7 @@ def test_demo_reports_unreadable_images_and_runs_the_others(bad_input_runs):
     assert os.listdir(tmp / "out") == [os.path.basename(good)]
 
 
-# --- PascalVoc.evaluate_detections -----------------------------------------------------------
+# --- evaluate_pascal_voc -----------------------------------------------------------
 @pytest.fixture
 def tiny_voc(tmp_path) -> PascalVoc:
     """Three 100x80 images; 'cat' has 3 objects (one difficult), 'dog' has 2."""
@@ -383,7 +383,7 @@ def ground_truth_detections(voc: PascalVoc) -> list[np.ndarray]:
 
 def test_pascal_voc_evaluate_detections(tiny_voc, tmp_path):
     # detecting the ground truth (difficult box included: it counts neither way) is perfect
-    result = tiny_voc.evaluate_detections(ground_truth_detections(tiny_voc))
+    result = evaluate_pascal_voc(tiny_voc, ground_truth_detections(tiny_voc))
     assert result == {"cat": 1.0, "dog": 1.0, "mAP": 1.0}
     results_dir = os.path.join(tiny_voc.devkit_path, "results", "VOC2007", "Main")
     assert {f"comp4_det_test_{name}.txt" for name in ("cat", "dog")} <= set(os.listdir(results_dir))
@@ -393,7 +393,7 @@ def test_pascal_voc_evaluate_detections(tiny_voc, tmp_path):
     dets = ground_truth_detections(tiny_voc)
     dog = tiny_voc.classes.index("dog")
     dets[1] = np.vstack([dets[1], [dog, 2.0, 0.0, 0.0, 0.2, 0.2]])
-    result = tiny_voc.evaluate_detections(dets, output_dir=str(tmp_path / "hand"))
+    result = evaluate_pascal_voc(tiny_voc, dets, output_dir=str(tmp_path / "hand"))
     assert result["cat"] == 1.0 and result["dog"] == pytest.approx(2 / 3)
     assert result["mAP"] == pytest.approx((1 + 2 / 3) / 2)
     assert os.path.isfile(tmp_path / "hand" / "comp4_det_test_dog.txt")
@@ -403,11 +403,11 @@ def test_pascal_voc_evaluate_detections(tiny_voc, tmp_path):
     for _ in range(tiny_voc.num_images):
         corners = np.sort(rng.uniform(0, 1, (10, 2, 2)), axis=1).reshape(10, 4)[:, [0, 2, 1, 3]]
         random_dets.append(np.column_stack([rng.integers(0, 2, 10), rng.uniform(0, 1, 10), corners]))
-    result = tiny_voc.evaluate_detections(random_dets, output_dir=str(tmp_path / "random"))
+    result = evaluate_pascal_voc(tiny_voc, random_dets, output_dir=str(tmp_path / "random"))
     assert result["mAP"] < 0.5
 
     with pytest.raises(ValueError, match="2 detection arrays for 3 images"):
-        tiny_voc.evaluate_detections(dets[:2])
+        evaluate_pascal_voc(tiny_voc, dets[:2])
 
 
 def test_evaluate_coco_prints_the_twelve_cocoeval_numbers(trained_toy, run_evaluate):

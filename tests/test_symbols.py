@@ -7,8 +7,8 @@ import pytest
 
 from config.errors import UserError
 from symbol import symbol_factory
-from symbol.common import multi_layer_feature, multibox_layer
 from symbol.losses import focal_loss_value, softmax_focal_output
+from symbol.ssd_heads import multi_layer_feature, multibox_layer
 from symbol.symbol_factory import DEFAULT_DATA_SHAPES, NETWORKS, get_scales, get_symbol, get_symbol_train
 
 

@@ -10,7 +10,7 @@ import pytest
 from data_helpers import tiny_synthetic
 
 from config.errors import UserError
-from tools.make_synthetic import SHAPE_NAMES, make_synthetic
+from dataset.synthetic import SHAPE_NAMES, make_synthetic
 
 
 def _tree_bytes(root: str) -> dict[str, bytes]:
@@ -66,7 +66,7 @@ def test_voc_layout_names_and_xml(synthetic_voc):
 
 def test_boxes_are_tight_around_painted_pixels(tmp_path, monkeypatch):
     """On a black background with white objects, each box is exactly the extent of the bright pixels."""
-    import tools.make_synthetic as gen
+    import dataset.synthetic as gen
 
     monkeypatch.setattr(gen, "_background", lambda rng, h, w: np.zeros((h, w, 3), np.uint8))
     monkeypatch.setattr(gen, "_contrasting_colour", lambda rng, under: np.array([255, 255, 255]))

@@ -1,6 +1,6 @@
 """Training with Module.fit: it learns, resumes exactly, splits across devices, freezes.
 
-The mechanics tests run the toy SSD at 64x64 without augmentation (``cfg.valid``
+The mechanics tests run the toy SSD at 64x64 without augmentation (``VALIDATION``
 for training too) so that two runs can be compared parameter by parameter.
 """
 import os
@@ -12,12 +12,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-import train.train_net as train_net_module
-from config.config import cfg
+from config.augmentation import TRAIN_AUGMENTATIONS, VALIDATION
 from config.errors import UserError
 from dataset.iterator import DetRecordIter
+from evaluate import checkpoint
 from evaluate.eval_metric import VOC07MApMetric
-from train import checkpoint
 from train.train_net import train_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,11 +73,8 @@ def learn_rec(tmp_path_factory):
 @pytest.fixture(scope="module")
 def learned_toy(learn_rec, tmp_path_factory):
     """The toy SSD at 128 trained 15 epochs on ``learn_rec``: ``(prefix, train_net's result)``."""
-    import config.config
-
-    patched = type(cfg)(cfg)
-    patched["train"] = dict(cfg.valid)
-    saved, train_net_module.cfg = train_net_module.cfg, patched  # no augmentation (module scope)
+    saved = TRAIN_AUGMENTATIONS["ssd"]
+    TRAIN_AUGMENTATIONS["ssd"] = dict(VALIDATION)  # no augmentation (module scope)
     try:
         prefix = str(tmp_path_factory.mktemp("learned") / "ssd_toy_128")
         result = train_net(
@@ -87,8 +83,7 @@ def learned_toy(learn_rec, tmp_path_factory):
             False, "", learn_rec.val_rec, "", 0, ".*", None, "local", seed=1, keep=0,
         )
     finally:
-        train_net_module.cfg = saved
-    assert saved is config.config.cfg
+        TRAIN_AUGMENTATIONS["ssd"] = saved
     return prefix, result
 
 
@@ -118,7 +113,7 @@ def test_toy_ssd_learns(learn_rec, learned_toy):
     assert scored["images"] == 30 and scored["mAP"] == pytest.approx(logged, abs=1e-6)
     # mxnet's own Module.score counts the repeats: the test would see the old behaviour
     module = mx.mod.Module(mx.sym.load(prefix + "-symbol.json"), label_names=("label",))
-    val_iter = DetRecordIter(learn_rec.val_rec, 16, (3, 128, 128), label_pad_width=350, **cfg.valid)
+    val_iter = DetRecordIter(learn_rec.val_rec, 16, (3, 128, 128), label_pad_width=350, **VALIDATION)
     module.bind(val_iter.provide_data, val_iter.provide_label, for_training=False)
     module.set_params(*checkpoint.load_checkpoint(prefix, 15)[1:])
     padded = VOC07MApMetric(0.5, False, learn_rec.classes, pred_idx=3)

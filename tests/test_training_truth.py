@@ -16,10 +16,10 @@ import pytest
 from data_helpers import load_script
 
 from config.errors import UserError
-from train import checkpoint
+from config.run_config import load_run_config
+from evaluate import checkpoint
 from train.loop import EpochLRScheduler
 from train.progress import ProgressLogger
-from train.run_config import load_run_config
 from train.train_net import train_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

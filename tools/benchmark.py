@@ -140,7 +140,7 @@ def _inference_step(network: str, data_shape: int, num_classes: int, precision: 
     arg_params, aux_params = fp32.get_params()
     if precision == "onnx":
         return _onnx_step(symbol, arg_params, aux_params, network, data_shape, num_classes, data)
-    from tools.quantize import quantize_graph
+    from evaluate.quantization import quantize_graph
 
     calibration = mx.io.NDArrayIter(data, batch_size=len(data))
     qsym, qargs, qauxs = quantize_graph(symbol, arg_params, aux_params, calibration, "naive", len(data))
@@ -159,7 +159,7 @@ def _onnx_step(symbol, arg_params: dict, aux_params: dict, network: str, data_sh
         raise UserError("--precision onnx: needs onnx and onnxruntime: pip install -e '.[onnx]'") from None
     from config.train_config import SSDConfig
     from evaluate.onnx_detector import inference_session
-    from tools.export_onnx import onnx_model
+    from evaluate.onnx_export import onnx_model
 
     run = SSDConfig(network=network, data_shape=data_shape, num_classes=num_classes)
     model = onnx_model(symbol, arg_params, aux_params, run, "random Xavier weights")

@@ -23,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from config.cli import ArgumentParser
 from config.errors import UserError, run_cli
-from tools.cli import ArgumentParser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME_COST = re.compile(r"Epoch\[(\d+)\] Time cost=([0-9.]+)")

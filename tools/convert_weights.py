@@ -521,10 +521,10 @@ def write_detector(converted: Converted, out: str, epoch: int) -> list[str]:
     """``out-symbol.json`` (the training graph, as train.py saves), ``out-EPOCH.params``, ``out-ssd.json``."""
     import mxnet as mx
 
+    from config.run_config import save_run_config
     from config.train_config import SSDConfig
+    from evaluate.checkpoint import expected_shapes, params_path, save_params
     from symbol.symbol_factory import get_symbol, get_symbol_train
-    from train.checkpoint import expected_shapes, params_path, save_params
-    from train.run_config import save_run_config
 
     size = converted.data_shape
     graph = dict(num_classes=converted.num_classes, nms_thresh=converted.nms_thresh, force_suppress=False,
@@ -546,8 +546,8 @@ def write_base(converted: Converted, out: str, epoch: int) -> list[str]:
     """``out-symbol.json`` (the ``vgg16_reduced`` trunk) and ``out-EPOCH.params``, for ``--pretrained``."""
     import mxnet as mx
 
+    from evaluate.checkpoint import expected_shapes, params_path, save_params
     from symbol.vgg16_reduced import get_symbol
-    from train.checkpoint import expected_shapes, params_path, save_params
 
     trunk = get_symbol()
     check_complete(converted, expected_shapes(trunk, {"data": (1, 3, 300, 300)}), f"the {NETWORK} base")
@@ -616,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from tools.cli import parse_class_names
+    from config.cli import parse_class_names
 
     names = parse_class_names(args.class_names) if args.class_names is not None else None
     if args.class_names is not None and not names:

@@ -10,9 +10,9 @@ import argparse
 import dataclasses
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
+from config.cli import ArgumentParser, parse_known_given, require_number, require_writable_dir
 from config.defaults import DEPLOY as D
 from config.errors import UserError, run_cli
-from tools.cli import ArgumentParser, parse_known_given, require_number, require_writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def deploy(network: str, prefix: str, epoch: int, data_shape: int, num_class: int, nms_thresh: float,
            force_nms: bool, nms_topk: int) -> str:
     """Save the test graph of ``prefix-epoch`` as ``deploy_<prefix>``; returns the new prefix."""
+    from evaluate.checkpoint import save_params
     from evaluate.evaluate_net import deploy_prefix, load_test_model
-    from train.checkpoint import save_params
 
     symbol, args, auxs = load_test_model(network, prefix, epoch, data_shape, num_class, nms_thresh, force_nms,
                                          nms_topk)
@@ -51,9 +51,9 @@ def deploy(network: str, prefix: str, epoch: int, data_shape: int, num_class: in
 def main(argv=None) -> None:
     parser = build_parser()
     args = parse_known_given(parser, argv)
+    from config.run_config import save_run_config
     from config.train_config import SSDConfig
     from evaluate.run_settings import resolve_inference
-    from train.run_config import save_run_config
 
     args.prefix = args.prefix or D["prefix"]
     require_number("--num-class", args.num_class, 1)

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections import Counter
 
+from config.cli import ArgumentParser, require_writable_dir
 from config.errors import UserError, run_cli
 from config.fileio import commit
 from dataset.concat_db import ConcatDB
@@ -31,7 +32,6 @@ from dataset.imdb import LABEL_HEADER_WIDTH, OBJECT_WIDTH, Imdb, ListStats
 from dataset.mscoco import Coco
 from dataset.pascal_voc import PascalVoc
 from dataset.yolo_format import YoloFormat
-from tools.cli import ArgumentParser, require_writable_dir
 
 LAYOUTS = """data set layouts (--root):
   pascal  ROOT/VOC<year>/{JPEGImages,Annotations,ImageSets/Main/<set>.txt}

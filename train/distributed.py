@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import struct
 import sys
 import threading
 import time
@@ -53,7 +52,6 @@ import numpy as np
 
 from config.errors import UserError, short_mxnet_message
 
-RECORDIO_MAGIC = 0xCED7230A
 # kvstore keys of our own, apart from the parameter names Module uses
 _DIGEST_KEY = "__mxdet_weights_sha256__"
 _BROADCAST_KEY = "__mxdet_broadcast_{}__"
@@ -263,52 +261,6 @@ def check_weights_agree(cluster: Cluster, module: mx.mod.Module, epoch: int, log
         raise UserError(f"the weights of rank(s) {', '.join(map(str, differ))} differ from rank 0's after epoch "
                         f"{epoch + 1}; the workers no longer train one model")
     logger.info("Epoch[%d] weights identical on %d workers (sha256 %s)", epoch, cluster.num_workers, own.hex())
-
-
-# --- shards ----------------------------------------------------------------------------------------
-def record_offsets(rec_path: str) -> tuple[list[int], int]:
-    """(byte offset of every record's start, file size) of a RecordIO file, reading only the headers.
-
-    A record longer than the format's 2**29-byte chunk is split into parts
-    whose headers carry a continuation flag (2 or 3); only flags 0 and 1
-    start a record, as dmlc's ``RecordIOSplitter`` counts them.
-    """
-    size = os.path.getsize(rec_path)
-    offsets = []
-    with open(rec_path, "rb") as f:
-        position = 0
-        while position + 8 <= size:
-            f.seek(position)
-            magic, lrec = struct.unpack("<II", f.read(8))
-            if magic != RECORDIO_MAGIC:
-                raise UserError(f"{rec_path}: invalid RecordIO framing at byte {position}")
-            flag, length = lrec >> 29, lrec & ((1 << 29) - 1)
-            if flag in (0, 1):
-                offsets.append(position)
-            position += 8 + ((length + 3) & ~3)
-    return offsets, size
-
-
-def shard_of_records(rec_path: str, num_parts: int) -> list[int]:
-    """The part (0..num_parts-1) of each record that ``ImageDetRecordIter(num_parts=..., part_index=...)`` reads.
-
-    dmlc's ``InputSplitBase::ResetPartition`` cuts the file into ``num_parts``
-    byte ranges of ``ceil(size / num_parts)`` bytes (rounded up to 4) and part
-    ``k`` reads the records that start inside its range. Shards are therefore
-    contiguous runs of records, balanced in bytes rather than in images.
-    """
-    offsets, size = record_offsets(rec_path)
-    step = -(-size // max(1, num_parts))
-    step = (step + 3) // 4 * 4
-    return [min(offset // step, num_parts - 1) for offset in offsets]
-
-
-def shard_sizes(rec_path: str, num_parts: int) -> list[int]:
-    """Images in each part (see :func:`shard_of_records`)."""
-    sizes = [0] * num_parts
-    for part in shard_of_records(rec_path, num_parts):
-        sizes[part] += 1
-    return sizes
 
 
 class EqualBatches(mx.io.DataIter):

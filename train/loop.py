@@ -18,8 +18,8 @@ import mxnet as mx
 
 from config.environment import scoped_env
 from config.errors import UserError
+from evaluate import checkpoint
 from evaluate.scoring import score_unpadded
-from train import checkpoint
 from train.progress import ProgressLogger, TrainingHistory
 from train.schedule import EpochLRScheduler, parse_lr_steps  # noqa: F401  (their home was here)
 

@@ -32,21 +32,21 @@ from collections.abc import Sequence
 
 import mxnet as mx
 
-from config.config import AUGMENTATIONS, cfg
+from config.augmentation import TRAIN_AUGMENTATIONS, VALIDATION
 from config.errors import UserError
+from config.run_config import save_run_config
 from config.train_config import SSDConfig
 from dataset.iterator import DetRecordIter
-from dataset.record_scan import scan_labels
+from dataset.recordio import scan_labels, shard_sizes
+from evaluate import checkpoint
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
-from train import checkpoint
 from train.distributed import (
     Cluster,
     EqualBatches,
     batches_per_worker,
     epoch_end_callback,
     load_resume_everywhere,
-    shard_sizes,
 )
 from train.loop import (
     DivergenceGuard,
@@ -58,7 +58,6 @@ from train.loop import (
 )
 from train.metric import MultiBoxMetric
 from train.progress import ProgressLogger, TrainingHistory
-from train.run_config import save_run_config
 
 
 def finetune_params(symbol: mx.sym.Symbol, args: dict, auxs: dict, input_shapes: dict,
@@ -127,8 +126,8 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
         lr = cluster.describe(logger, config.lr, config.lr_scale_workers)
         if config.seed is not None:
             mx.random.seed(config.seed)
-        if config.augment not in AUGMENTATIONS:
-            raise UserError(f"--augment {config.augment}: choose from {', '.join(AUGMENTATIONS)}")
+        if config.augment not in TRAIN_AUGMENTATIONS:
+            raise UserError(f"--augment {config.augment}: choose from {', '.join(TRAIN_AUGMENTATIONS)}")
         if config.batch_size < 1:
             raise UserError(f"--batch-size {config.batch_size}: must be at least 1")
         # the records are read through once before anything else: a cut .rec or a class id the
@@ -151,7 +150,7 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
                                                                       cluster)
         iter_args = dict(mean_pixels=config.mean_pixels, std_pixels=config.std_pixels,
                          label_pad_width=config.label_width)
-        train_settings = dict(cfg[AUGMENTATIONS[config.augment]])
+        train_settings = dict(TRAIN_AUGMENTATIONS[config.augment])
         if config.seed is not None:
             train_settings["seed"] = config.seed  # shuffle order and augmentation draws
         shards = [num_images]
@@ -171,7 +170,7 @@ def train_ssd(config: SSDConfig, ctx: Sequence[mx.Context]) -> dict:
         val_iter = None
         if config.val_path and cluster.writer:  # rank 0 validates for the job
             val_iter = DetRecordIter(config.val_path, config.batch_size, data_shape, path_imglist=config.val_list,
-                                     **iter_args, **cfg.valid)
+                                     **iter_args, **VALIDATION)
         if frozen:
             logger.info("Freezed parameters: [%s]", ",".join(frozen))
         if cluster.writer:

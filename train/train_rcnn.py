@@ -30,15 +30,16 @@ import mxnet as mx
 
 from config.environment import scoped_env
 from config.errors import UserError
+from config.run_config import save_run_config
 from config.train_config import RCNNConfig
 from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
-from dataset.record_scan import scan_labels
+from dataset.recordio import scan_labels
+from evaluate import checkpoint
+from evaluate.checkpoint import check_params_fit
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
 from symbol.proposal_target import reset_seeded_streams
 from symbol.rcnn_factory import fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
-from train import checkpoint
-from train.checkpoint import check_params_fit
 from train.distributed import Cluster, EqualBatches, batches_per_worker, epoch_end_callback, load_resume_everywhere
 from train.loop import (
     DivergenceGuard,
@@ -50,7 +51,6 @@ from train.loop import (
 )
 from train.progress import ProgressLogger, TrainingHistory
 from train.rcnn_metric import rcnn_metrics
-from train.run_config import save_run_config
 
 DATA_NAMES = ("data", "im_info", "gt_boxes")
 LABEL_NAMES = ("label", "bbox_target", "bbox_weight")

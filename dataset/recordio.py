@@ -1,4 +1,13 @@
-"""Reading a ``.rec`` through once: its records checked, each image's pixel size, its class ids.
+"""RecordIO, the one module that reads the format: framing, the label scan, byte offsets, image sizes.
+
+The format: every record starts with the magic ``0xCED7230A`` and a 32-bit
+word holding a continuation flag (top 3 bits) and the length (low 29 bits);
+the payload is padded to 4 bytes. ``mx.recordio`` packs an ``IRHeader``
+(flag, label, id, id2) before the image bytes; a detection label is
+``[header_width, object_width, header..., objects...]``.
+
+:func:`record_offsets` and :func:`shard_sizes` give the byte offsets and the
+shards a distributed job's workers read (``num_parts``/``part_index``).
 
 :func:`scan_labels` runs before training and evaluation start: a ``.rec`` cut
 mid-record, an ``.idx`` that disagrees with it, or a class id that the
@@ -15,7 +24,7 @@ and height in their first bytes, which is hundreds of times faster than
 decoding. Other formats (BMP, TIFF, ...) fall back to ``cv2.imdecode``.
 
 Order: :func:`image_sizes` returns the sizes in record order, which is the
-order ``dataset.iterator.DetRecordIter`` yields images with ``cfg.valid``
+order ``dataset.iterator.DetRecordIter`` yields images with ``VALIDATION``
 (no shuffle; its decoding threads each take a contiguous piece of a chunk and
 are concatenated in order). A ``path_imglist`` given to the iterator does
 *not* change that order: ``ImageDetRecordIter`` still walks the ``.rec`` and
@@ -39,8 +48,8 @@ import mxnet as mx
 import numpy as np
 
 from config.errors import UserError
-from dataset.iterator import _check_record_file
 
+RECORDIO_MAGIC = 0xCED7230A
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # SOF0..SOF15 carry the frame size; 0xC4 (DHT), 0xC8 (JPG extension) and 0xCC
 # (DAC) share the range but are not frame headers
@@ -130,7 +139,7 @@ def iter_records(rec_path: str, idx_path: str | None = None) -> Iterator[tuple]:
     also when the record count disagrees with it, which catches a ``.rec``
     cut off exactly between two records or an ``.idx`` of another pack.
     """
-    _check_record_file(rec_path, "record file")
+    check_record_file(rec_path, "record file")
     expected = _count_idx(idx_path) if idx_path else None
     count = 0
     record = mx.recordio.MXRecordIO(rec_path, "r")
@@ -162,7 +171,7 @@ def image_sizes(rec_path: str, idx_path: str | None = None) -> list[tuple[int, i
     """(width, height) in pixels of every image in ``rec_path``, in record order.
 
     Returns a list with one entry per record, ``sizes[i]`` for the i-th record
-    of the file (= the i-th image ``DetRecordIter`` yields with ``cfg.valid``,
+    of the file (= the i-th image ``DetRecordIter`` yields with ``VALIDATION``,
     see the module doc). Errors as :func:`iter_records`, and for a record
     whose image cannot be read.
     """
@@ -215,3 +224,59 @@ def scan_labels(rec_path: str, list_path: str = "", num_classes: int | None = No
                 raise UserError(f"{source}: image {number} has class id {int(top)}, but {flag} {num_classes} "
                                 f"allows 0..{num_classes - 1}")
     return len(labels)
+
+
+def check_record_file(path: str, what: str) -> None:
+    """One-line error unless ``path`` exists and starts with the RecordIO magic (``what`` names it)."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: {what} not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if len(head) < 4 or struct.unpack("<I", head)[0] != RECORDIO_MAGIC:
+        raise UserError(f"{path}: not a RecordIO file (pack one with tools/prepare_dataset.py)")
+
+
+# --- shards of a distributed job ---------------------------------------------------------------------
+def record_offsets(rec_path: str) -> tuple[list[int], int]:
+    """(byte offset of every record's start, file size) of a RecordIO file, reading only the headers.
+
+    A record longer than the format's 2**29-byte chunk is split into parts
+    whose headers carry a continuation flag (2 or 3); only flags 0 and 1
+    start a record, as dmlc's ``RecordIOSplitter`` counts them.
+    """
+    size = os.path.getsize(rec_path)
+    offsets = []
+    with open(rec_path, "rb") as f:
+        position = 0
+        while position + 8 <= size:
+            f.seek(position)
+            magic, lrec = struct.unpack("<II", f.read(8))
+            if magic != RECORDIO_MAGIC:
+                raise UserError(f"{rec_path}: invalid RecordIO framing at byte {position}")
+            flag, length = lrec >> 29, lrec & ((1 << 29) - 1)
+            if flag in (0, 1):
+                offsets.append(position)
+            position += 8 + ((length + 3) & ~3)
+    return offsets, size
+
+
+def shard_of_records(rec_path: str, num_parts: int) -> list[int]:
+    """The part (0..num_parts-1) of each record that ``ImageDetRecordIter(num_parts=..., part_index=...)`` reads.
+
+    dmlc's ``InputSplitBase::ResetPartition`` cuts the file into ``num_parts``
+    byte ranges of ``ceil(size / num_parts)`` bytes (rounded up to 4) and part
+    ``k`` reads the records that start inside its range. Shards are therefore
+    contiguous runs of records, balanced in bytes rather than in images.
+    """
+    offsets, size = record_offsets(rec_path)
+    step = -(-size // max(1, num_parts))
+    step = (step + 3) // 4 * 4
+    return [min(offset // step, num_parts - 1) for offset in offsets]
+
+
+def shard_sizes(rec_path: str, num_parts: int) -> list[int]:
+    """Images in each part (see :func:`shard_of_records`)."""
+    sizes = [0] * num_parts
+    for part in shard_of_records(rec_path, num_parts):
+        sizes[part] += 1
+    return sizes

@@ -163,7 +163,7 @@ def save_best(prefix: str, epoch: int, score: float, symbol: mx.sym.Symbol, arg_
               aux_params: dict) -> None:
     """Keep ``prefix-best`` as the checkpoint with the best validation score."""
     save_params(f"{prefix}-best", 0, symbol, arg_params, aux_params)
-    from train.run_config import load_run_config, save_run_config
+    from config.run_config import load_run_config, save_run_config
 
     run = load_run_config(prefix)
     if run is not None:  # evaluate.py / demo.py --prefix <prefix>-best --epoch 0 need no other flag
