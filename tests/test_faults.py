@@ -78,13 +78,13 @@ def test_killed_after_training_an_epoch_repeats_it_and_keeps_every_row(synthetic
     started at epoch 3: the history read 1, 3."""
     from data_helpers import load_script
 
-    import train.loop
+    import train.module
 
     prefix = str(tmp_path / "ssd")
     files = prefix + "_toy_64"
     argv = train_argv(synthetic_rec, prefix, "--end-epoch", "3")[2:]
     calls = []
-    score_unpadded, save_checkpoint = train.loop.score_unpadded, checkpoint.save_checkpoint
+    score_unpadded, save_checkpoint = train.module.score_unpadded, checkpoint.save_checkpoint
 
     def validation(*args, **kwargs):
         calls.append("validation")
@@ -97,7 +97,7 @@ def test_killed_after_training_an_epoch_repeats_it_and_keeps_every_row(synthetic
             raise Killed
         return save_checkpoint(prefix, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(train.loop, "score_unpadded", validation)
+    monkeypatch.setattr(train.module, "score_unpadded", validation)
     monkeypatch.setattr(checkpoint, "save_checkpoint", checkpoint_write)
     with pytest.raises(Killed):
         load_script("train").main(argv)
@@ -198,7 +198,7 @@ def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path):
 
 def test_a_log_that_cannot_be_written_stops_with_one_line():
     """/dev/full answers every write with ENOSPC, as a full disk does."""
-    from train.loop import logging_to
+    from train.logs import logging_to
 
     with pytest.raises(UserError, match="/dev/full: cannot write the log \\(No space left on device\\)"):
         with logging_to("/dev/full") as logger:

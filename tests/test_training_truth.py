@@ -18,7 +18,7 @@ from data_helpers import load_script
 from config.errors import UserError
 from config.run_config import load_run_config
 from evaluate import checkpoint
-from train.loop import EpochLRScheduler
+from train.schedule import EpochLRScheduler
 from train.progress import ProgressLogger
 from train.train_net import train_net
 

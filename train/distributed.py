@@ -51,6 +51,7 @@ import mxnet as mx
 import numpy as np
 
 from config.errors import UserError, short_mxnet_message
+from train.resume import load_resume
 
 # kvstore keys of our own, apart from the parameter names Module uses
 _DIGEST_KEY = "__mxdet_weights_sha256__"
@@ -414,15 +415,13 @@ def exit_hard_on_error(main: Callable[[], object]) -> Callable[[], object]:
 
 
 def load_resume_everywhere(cluster: Cluster, prefix: str, resume, ctx, logger: logging.Logger) -> tuple:
-    """:func:`train.loop.load_resume` with every rank on rank 0's choice.
+    """:func:`train.resume.load_resume` with every rank on rank 0's choice.
 
     Rank 0 resolves ``--resume`` (for 'auto' its newest checkpoint that loads)
     and broadcasts the epoch; the other ranks load that same epoch, so a
     checkpoint finished or removed between their start-ups cannot split the
     job. On several machines the prefix must be on a shared file system.
     """
-    from train.loop import load_resume
-
     if not cluster.distributed:
         return load_resume(prefix, resume, ctx, logger)
     if cluster.writer:

@@ -22,11 +22,11 @@ class ProgressLogger:
     """Batch-end callback: speed, running metrics, and ETA for the epoch and the run.
 
     Replaces ``mx.callback.Speedometer`` (same ``Speed: N samples/sec`` field).
-    :class:`train.loop.DivergenceGuard` stops a run whose losses or weights
+    :class:`train.callbacks.DivergenceGuard` stops a run whose losses or weights
     become NaN.
 
     Times count from the real start of a batch: pass :meth:`batch_begin` to
-    :class:`train.loop.ResumableModule` (the first line of an epoch used to
+    :class:`train.module.ResumableModule` (the first line of an epoch used to
     report ``Speed: 16000000000.00 samples/sec``, timed from its own end).
     ``lr_of()`` gives the optimizer's current rate; the rate of each epoch's
     first batch is logged and kept in ``epoch_lr``.

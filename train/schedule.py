@@ -9,6 +9,8 @@ import); this one is duck-typed as mxnet's ``Optimizer`` uses it: a
 """
 from __future__ import annotations
 
+import logging
+
 from config.errors import UserError
 
 
@@ -58,3 +60,14 @@ class EpochLRScheduler:
     def __call__(self, num_update: int) -> float:
         done = self.begin_epoch * self.batches_per_epoch + max(int(num_update), 1) - 1
         return self.lr_at(*divmod(done, self.batches_per_epoch))
+
+
+def make_lr_scheduler(lr: float, lr_steps: str, lr_factor: float, batches_per_epoch: int, begin_epoch: int,
+                      warmup_epochs: float, logger: logging.Logger) -> EpochLRScheduler:
+    """The run's :class:`EpochLRScheduler`; logs the rate a resumed run starts at, as the original did."""
+    scheduler = EpochLRScheduler(lr, parse_lr_steps(lr_steps), lr_factor, batches_per_epoch, begin_epoch,
+                                 warmup_epochs)
+    start = scheduler.lr_at(begin_epoch)
+    if begin_epoch > 0 and start != lr:
+        logger.info("Adjusted learning rate to %s for epoch %d", start, begin_epoch)
+    return scheduler

@@ -1,0 +1,50 @@
+"""The training log: INFO lines on stderr and, while a run lasts, in its log file."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+from config.errors import UserError
+
+
+class LogFileHandler(logging.FileHandler):
+    """A log file whose write errors (a full disk) stop the run with one line naming the file;
+    logging's own handler prints a traceback per record and carries on."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise UserError(f"{self.baseFilename}: cannot write the log ({reason})")
+
+
+@contextlib.contextmanager
+def logging_to(log_file: str | None) -> Iterator[logging.Logger]:
+    """The root logger at INFO, also writing to ``log_file`` while the block runs."""
+    log_format, date_format = "%(asctime)s %(message)s", "%H:%M:%S"
+    logging.basicConfig(format=log_format, datefmt=date_format)
+    logger = logging.getLogger()
+    logger.setLevel(logging.INFO)
+    handler = None
+    if log_file:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+            handler = LogFileHandler(log_file)
+        except OSError as err:
+            raise UserError(f"--log {log_file}: cannot write ({err.strerror})") from None
+        handler.setFormatter(logging.Formatter(log_format, "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+    try:
+        yield logger
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            with contextlib.suppress(OSError):  # a full disk was reported already
+                handler.close()
+
+
+def devices_label(ctx: Sequence) -> str:
+    """``(cpu(0),cpu(1))``: the devices as the logs name them."""
+    return "(" + ",".join(str(c) for c in ctx) + ")"
