@@ -16,6 +16,7 @@ import dataclasses
 import os
 
 import config  # noqa: F401  (thread defaults before mxnet loads)
+from config.augmentation import TRAIN_AUGMENTATIONS
 from config.cli import (
     ArgumentParser,
     add_device_args,
@@ -27,11 +28,16 @@ from config.cli import (
     require_number,
     require_writable_dir,
 )
-from config.defaults import RCNN_TRAIN
-from config.defaults import TRAIN as D
+from config.defaults import VOC_CLASSES
 from config.errors import UserError, run_cli
+from config.train_config import RCNNConfig, SSDConfig
 
-# Flags whose default depends on the family (None on the command line): SSD's from TRAIN, R-CNN's from RCNN_TRAIN.
+# every default is a field default of SSDConfig / RCNNConfig, except the paths only the command line assumes
+SSD, RCNN = SSDConfig(), RCNNConfig()
+DEFAULT_VAL_PATH = os.path.join(os.getcwd(), "data", "val.rec")
+DEFAULT_PRETRAINED = os.path.join(os.getcwd(), "model", "vgg16_reduced")
+DEFAULT_LOG = "train.log"
+# Flags whose default depends on the family (None on the command line), as TrainConfig fields
 FAMILY_DEFAULTS = ("batch_size", "pretrained", "prefix", "end_epoch", "frequent", "lr", "lr_steps")
 
 # example/rcnn's flags: (flag, value kind, help). Each sets the RCNNConfig field of its name; a kind
@@ -76,7 +82,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_rcnn_args(parser: argparse.ArgumentParser) -> None:
     """The "Faster R-CNN" group: example/rcnn's flags, default None = the network's value."""
-    from config.train_config import RCNNConfig
     from symbol.rcnn_factory import NETWORKS
 
     per_network = {key for network in NETWORKS.values() for key in network.defaults}
@@ -115,85 +120,89 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description="Train a Single-shot detection or Faster R-CNN network",
                                 formatter_class=HelpFormatter)
     a = p.add_argument
-    a("--train-path", default=D["train_path"], help="train record to use")
-    a("--train-list", default=D["train_list"], help="train list to use (replaces the labels in the record)")
-    a("--val-path", default=D["val_path"], help="validation record to use ('' for none)")
-    a("--val-list", default=D["val_list"], help="validation list to use")
-    a("--network", default=D["network"], help="network name (see README for the list)")
+    a("--train-path", default=SSD.train_path, help="train record to use")
+    a("--train-list", default=SSD.train_list, help="train list to use (replaces the labels in the record)")
+    a("--val-path", default=DEFAULT_VAL_PATH, help="validation record to use ('' for none)")
+    a("--val-list", default=SSD.val_list, help="validation list to use")
+    a("--network", default=SSD.network, help="network name (see README for the list)")
     a("--batch-size", type=int, default=None,
-      help=f"training batch size (default: {D['batch_size']}; Faster R-CNN: --rcnn-batch-size x devices)")
-    a("--resume", default=D["resume"], help="resume from this epoch, or 'auto' for the latest checkpoint")
-    a("--finetune", type=int, default=D["finetune"], help="finetune from this epoch")
+      help=f"training batch size (default: {SSD.batch_size}; Faster R-CNN: --rcnn-batch-size x devices)")
+    a("--resume", default=SSD.resume, help="resume from this epoch, or 'auto' for the latest checkpoint")
+    a("--finetune", type=int, default=SSD.finetune, help="finetune from this epoch")
     a("--pretrained", default=None,
-      help=f"pretrained model prefix ('' to train from scratch) (default: {D['pretrained']}; "
+      help=f"pretrained model prefix ('' to train from scratch) (default: {DEFAULT_PRETRAINED}; "
            "Faster R-CNN: a .params file, by default the network's, e.g. model/vgg16-0000.params)")
-    a("--epoch", type=int, default=D["epoch"], help="epoch of the pretrained model")
+    a("--epoch", type=int, default=SSD.pretrained_epoch, help="epoch of the pretrained model")
     a("--prefix", "--save-prefix", dest="prefix", default=None,
       help=f"checkpoint prefix; _<network>_<shape> is appended, for Faster R-CNN _<network> "
-           f"(default: {D['prefix']}; Faster R-CNN: {RCNN_TRAIN['prefix']})")
+           f"(default: {SSD.prefix}; Faster R-CNN: {RCNN.prefix})")
     add_device_args(p)
-    a("--begin-epoch", "--start-epoch", dest="begin_epoch", type=int, default=D["begin_epoch"], help="start epoch")
+    a("--begin-epoch", "--start-epoch", dest="begin_epoch", type=int, default=SSD.begin_epoch, help="start epoch")
     a("--end-epoch", "--epochs", dest="end_epoch", type=int, default=None,
-      help=f"end epoch (default: {D['end_epoch']}; Faster R-CNN: {RCNN_TRAIN['end_epoch']})")
+      help=f"end epoch (default: {SSD.end_epoch}; Faster R-CNN: {RCNN.end_epoch})")
     a("--frequent", "--log-interval", dest="frequent", type=int, default=None,
-      help=f"report every N batches (default: {D['frequent']}; Faster R-CNN: {RCNN_TRAIN['frequent']})")
-    a("--data-shape", type=int, default=D["data_shape"], help="input image side")
-    a("--label-width", type=int, default=D["label_width"], help="label pad width (train and val share it)")
-    a("--lr", type=float, default=None, help=f"learning rate (default: {D['lr']}; Faster R-CNN: {RCNN_TRAIN['lr']})")
-    a("--momentum", type=float, default=D["momentum"], help="momentum")
-    a("--wd", type=float, default=D["wd"], help="weight decay")
+      help=f"report every N batches (default: {SSD.frequent}; Faster R-CNN: {RCNN.frequent})")
+    a("--data-shape", type=int, default=SSD.data_shape, help="input image side")
+    a("--label-width", type=int, default=SSD.label_width, help="label pad width (train and val share it)")
+    a("--lr", type=float, default=None, help=f"learning rate (default: {SSD.lr}; Faster R-CNN: {RCNN.lr})")
+    a("--momentum", type=float, default=SSD.momentum, help="momentum")
+    a("--wd", type=float, default=SSD.wd, help="weight decay")
     a("--lr-steps", "--lr-decay-epoch", dest="lr_steps", default=None,
       help="epochs at which the learning rate is multiplied by --lr-factor "
-           f"(default: '{D['lr_steps']}'; Faster R-CNN: '{RCNN_TRAIN['lr_steps']}')")
-    a("--lr-factor", type=float, default=D["lr_factor"], help="learning rate factor at each step")
-    a("--warmup-epochs", type=float, default=D["warmup_epochs"], help="linear learning-rate warm-up epochs")
-    add_pixel_args(p, D)
-    a("--freeze", dest="freeze_pattern", default=D["freeze"], help="regex of parameters to freeze")
-    a("--log", dest="log_file", default=D["log"], help="log file ('' for none)")
-    a("--monitor", type=int, default=D["monitor"], help="log network stats every N iterations if > 0")
-    a("--pattern", dest="monitor_pattern", default=D["pattern"], help="monitor parameter pattern (regex)")
-    a("--num-class", type=int, default=None, help=f"number of object classes (default: {D['num_class']})")
-    a("--num-example", type=int, default=D["num_example"],
+           f"(default: '{SSD.lr_steps}'; Faster R-CNN: '{RCNN.lr_steps}')")
+    a("--lr-factor", type=float, default=SSD.lr_factor, help="learning rate factor at each step")
+    a("--warmup-epochs", type=float, default=SSD.warmup_epochs, help="linear learning-rate warm-up epochs")
+    add_pixel_args(p, dict(zip(("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b"),
+                               SSD.mean_pixels + SSD.std_pixels)))
+    a("--freeze", dest="freeze_pattern", default=SSD.freeze_pattern, help="regex of parameters to freeze")
+    a("--log", dest="log_file", default=DEFAULT_LOG, help="log file ('' for none)")
+    a("--monitor", type=int, default=SSD.iter_monitor, help="log network stats every N iterations if > 0")
+    a("--pattern", dest="monitor_pattern", default=SSD.monitor_pattern, help="monitor parameter pattern (regex)")
+    a("--num-class", type=int, default=None, help=f"number of object classes (default: {SSD.num_classes})")
+    a("--num-example", type=int, default=SSD.num_example,
       help="training images per epoch, for the LR schedule; -1 counts them (a different count is an error)")
-    a("--class-names", default=D["class_names"], help="comma separated class names, or a file with one a line")
-    a("--nms", dest="nms_thresh", type=float, default=D["nms"], help="non-maximum suppression threshold")
-    a("--nms-topk", type=int, default=D["nms_topk"], help="final number of detections")
-    a("--overlap", dest="overlap_thresh", type=float, default=D["overlap"], help="evaluation overlap threshold")
+    a("--class-names", default=VOC_CLASSES, help="comma separated class names, or a file with one a line")
+    a("--nms", dest="nms_thresh", type=float, default=SSD.nms_thresh, help="non-maximum suppression threshold")
+    a("--nms-topk", type=int, default=SSD.nms_topk, help="final number of detections")
+    a("--overlap", dest="overlap_thresh", type=float, default=SSD.ovp_thresh, help="evaluation overlap threshold")
     a("--force", dest="force_nms", action="store_true", help="suppress overlaps across classes")
     a("--use-difficult", action="store_true", help="count difficult objects in evaluation")
     a("--voc07", dest="use_voc07_metric", action="store_true", default=True, help="VOC07 11-point metric")
     a("--no-voc07", dest="use_voc07_metric", action="store_false", help="VOC10+ area metric")
-    a("--kv-store", default=D["kv_store"],
+    a("--kv-store", default=SSD.kv_store,
       help="kvstore type (local, device; dist_sync, dist_device_sync, dist_async under tools/launch.py)")
-    a("--dist-timeout", type=float, default=300.0,
+    a("--dist-timeout", type=float, default=SSD.dist_timeout,
       help="dist_* kvstores: a worker that finishes no batch for this many seconds stops the job (0: never)")
     a("--lr-scale-workers", action="store_true",
       help="dist_* kvstores: multiply --lr by the number of workers (the global batch is workers x --batch-size)")
-    a("--cls-loss", choices=("softmax", "focal"), default=D["cls_loss"], help="classification loss")
-    a("--augment", choices=("ssd", "flip", "none"), default="ssd",
+    a("--cls-loss", choices=("softmax", "focal"), default=SSD.cls_loss, help="classification loss")
+    a("--augment", choices=tuple(TRAIN_AUGMENTATIONS), default=SSD.augment,
       help="SSD training augmentation: the original's crop/pad/jitter/mirror, mirror only, or none")
     a("--seed", type=int, default=None,
       help="random seed: initialisation, shuffle order, augmentation (Faster R-CNN: also anchor and ROI sampling)")
-    a("--keep", type=int, default=D["keep"], help="keep the newest N epoch checkpoints (0 keeps all); -best stays")
+    a("--keep", type=int, default=SSD.keep, help="keep the newest N epoch checkpoints (0 keeps all); -best stays")
     add_rcnn_args(p)
     return p
 
 
-def resolve_family_defaults(args: argparse.Namespace, defaults: dict) -> None:
+def resolve_family_defaults(args: argparse.Namespace, defaults: SSDConfig | RCNNConfig) -> None:
     """Give the flags of FAMILY_DEFAULTS left unset their family's default, and --num-class its own.
 
     ``--rcnn-num-classes N`` (background included) means ``--num-class N-1``.
     """
     for name in FAMILY_DEFAULTS:
-        if getattr(args, name) is None:
-            setattr(args, name, defaults[name])
+        if getattr(args, name) is not None:
+            continue
+        if isinstance(defaults, RCNNConfig) and name in ("batch_size", "pretrained"):
+            continue  # Faster R-CNN: images per device, and the network's own weights file
+        setattr(args, name, DEFAULT_PRETRAINED if name == "pretrained" else getattr(defaults, name))
     if args.rcnn_num_classes is not None:
         if args.num_class is not None and args.num_class != args.rcnn_num_classes - 1:
             raise UserError(f"--rcnn-num-classes {args.rcnn_num_classes} (background included) disagrees with "
                             f"--num-class {args.num_class}; give one of them")
         args.num_class = args.rcnn_num_classes - 1
     elif args.num_class is None:
-        args.num_class = D["num_class"]
+        args.num_class = SSD.num_classes
 
 
 def check_data_paths(args: argparse.Namespace) -> str:
@@ -202,7 +211,7 @@ def check_data_paths(args: argparse.Namespace) -> str:
         raise UserError(f"--train-path {args.train_path}: file not found (make one with tools/prepare_dataset.py)")
     val_path = args.val_path
     if val_path and not os.path.isfile(val_path):
-        if val_path != D["val_path"]:
+        if val_path != DEFAULT_VAL_PATH:
             raise UserError(f"--val-path {val_path}: file not found")
         print(f"warning: {val_path} not found: training without validation")
         val_path = ""
@@ -261,18 +270,17 @@ def check_validation_flags(parser: argparse.ArgumentParser, args: argparse.Names
 
 def rcnn_config(parser: argparse.ArgumentParser, args: argparse.Namespace, ctx: list):
     """Faster R-CNN: the :class:`RCNNConfig` of the flags (``--network faster_rcnn_*``)."""
-    from config.train_config import RCNNConfig
     from symbol.rcnn_factory import make_config
 
     for dest, hint in SSD_ONLY.items():
         refuse_given(parser, args, [dest], "an SSD flag; not used by Faster R-CNN" + (f" ({hint})" if hint else ""))
-    resolve_family_defaults(args, RCNN_TRAIN)
+    resolve_family_defaults(args, RCNN)
     if args.pretrained is None:
         args.pretrained = make_config(args.network).pretrained
     check_start_flags(parser, args, rcnn=True)
     val_path = check_data_paths(args)
     check_validation_flags(parser, args, val_path)
-    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
+    class_names = parse_class_names(args.class_names, args.num_class, default=VOC_CLASSES)
     overrides = {}
     for flag, kind, _ in RCNN_FLAGS:
         name = flag[2:].replace("-", "_")
@@ -308,20 +316,18 @@ def common_loop_settings(args: argparse.Namespace, val_path: str, class_names: l
 
 def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """SSD: the :class:`SSDConfig` of the flags."""
-    from config.train_config import SSDConfig
-
     given = [flag for flag in [flag for flag, _, _ in RCNN_FLAGS] + ["--rcnn-num-classes"]
              if getattr(args, flag[2:].replace("-", "_")) is not None]
     if given:
         raise UserError(f"{given[0]}: a Faster R-CNN flag; --network {args.network} is not a faster_rcnn_* network")
     if "monitor_pattern" in args.given and args.monitor <= 0:
         raise UserError(f"--pattern {args.monitor_pattern}: applies with --monitor N > 0")
-    resolve_family_defaults(args, D)
+    resolve_family_defaults(args, SSD)
     check_start_flags(parser, args, rcnn=False)
     val_path = check_data_paths(args)
     check_validation_flags(parser, args, val_path)
     refuse_given(parser, args, ["val_list"] if not val_path else [], "there is no --val-path")
-    class_names = parse_class_names(args.class_names, args.num_class, default=D["class_names"])
+    class_names = parse_class_names(args.class_names, args.num_class, default=VOC_CLASSES)
     mean_pixels, std_pixels = pixel_stats(args)
     return SSDConfig(
         network=args.network, batch_size=args.batch_size, data_shape=args.data_shape, mean_pixels=tuple(mean_pixels),
@@ -384,8 +390,6 @@ def build_run(argv=None) -> tuple:
 
 def main(argv=None) -> None:
     run, ctx = build_run(argv)
-    from config.train_config import RCNNConfig
-
     if isinstance(run, RCNNConfig):
         from train.train_rcnn import train_rcnn
 

@@ -7,15 +7,14 @@ config is saved beside the checkpoints (``<prefix>-ssd.json`` /
 ``<prefix>-rcnn.json``, see :mod:`config.run_config`) so that evaluate.py,
 demo.py and tools/deploy.py rebuild the run's graph and preprocessing.
 
-Defaults are the original example/ssd and example/rcnn values, taken from
-:mod:`config.defaults`.
+Defaults are the original example/ssd and example/rcnn values, written here
+once: train.py derives its flags' defaults from these classes.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
-
-from config.defaults import RCNN_TRAIN, TRAIN
 
 
 @dataclass
@@ -32,31 +31,31 @@ class TrainConfig:
     and ``lr_scale_workers`` multiplies ``lr`` by the number of workers (linear scaling).
     """
 
-    network: str = TRAIN["network"]
-    train_path: str = TRAIN["train_path"]
+    network: str = "vgg16_reduced"
+    train_path: str = os.path.join(os.getcwd(), "data", "train.rec")
     val_path: str = ""
-    num_classes: int = TRAIN["num_class"]
+    num_classes: int = 20
     class_names: list[str] | None = None
-    prefix: str = TRAIN["prefix"]
-    begin_epoch: int = TRAIN["begin_epoch"]
-    end_epoch: int = TRAIN["end_epoch"]
-    resume: str = TRAIN["resume"]
+    prefix: str = os.path.join(os.getcwd(), "model", "ssd")
+    begin_epoch: int = 0
+    end_epoch: int = 240
+    resume: str = "-1"
     pretrained: str = ""
-    pretrained_epoch: int = TRAIN["epoch"]
-    frequent: int = TRAIN["frequent"]
-    lr: float = TRAIN["lr"]
-    lr_steps: str = TRAIN["lr_steps"]
-    lr_factor: float = TRAIN["lr_factor"]
-    momentum: float = TRAIN["momentum"]
-    wd: float = TRAIN["wd"]
-    warmup_epochs: float = TRAIN["warmup_epochs"]
-    kv_store: str = TRAIN["kv_store"]
+    pretrained_epoch: int = 1
+    frequent: int = 20
+    lr: float = 0.002
+    lr_steps: str = "80, 160"
+    lr_factor: float = 0.1
+    momentum: float = 0.9
+    wd: float = 0.0005
+    warmup_epochs: float = 0.0
+    kv_store: str = "local"
     seed: int | None = None
     log_file: str | None = None
     voc07_metric: bool = True
-    ovp_thresh: float = TRAIN["overlap"]
+    ovp_thresh: float = 0.5
     use_difficult: bool = False
-    keep: int = TRAIN["keep"]
+    keep: int = 5
     dist_timeout: float = 300.0
     lr_scale_workers: bool = False
 
@@ -77,22 +76,22 @@ class SSDConfig(TrainConfig):
     toolkit's anchors and box decoding.
     """
 
-    batch_size: int = TRAIN["batch_size"]
-    data_shape: int = TRAIN["data_shape"]
-    mean_pixels: tuple[float, float, float] = (TRAIN["mean_r"], TRAIN["mean_g"], TRAIN["mean_b"])
-    std_pixels: tuple[float, float, float] = (TRAIN["std_r"], TRAIN["std_g"], TRAIN["std_b"])
-    label_width: int = TRAIN["label_width"]
+    batch_size: int = 32
+    data_shape: int = 300
+    mean_pixels: tuple[float, float, float] = (123.0, 117.0, 104.0)
+    std_pixels: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    label_width: int = 350
     train_list: str = ""
     val_list: str = ""
-    finetune: int = TRAIN["finetune"]
-    freeze_pattern: str = TRAIN["freeze"]
-    num_example: int = TRAIN["num_example"]
-    nms_thresh: float = TRAIN["nms"]
+    finetune: int = -1
+    freeze_pattern: str = "^(conv1_|conv2_).*"
+    num_example: int = -1
+    nms_thresh: float = 0.45
     force_suppress: bool = False
-    nms_topk: int = TRAIN["nms_topk"]
-    iter_monitor: int = TRAIN["monitor"]
-    monitor_pattern: str = TRAIN["pattern"]
-    cls_loss: str = TRAIN["cls_loss"]
+    nms_topk: int = 400
+    iter_monitor: int = 0
+    monitor_pattern: str = ".*"
+    cls_loss: str = "softmax"
     augment: str = "ssd"
     graph_overrides: dict[str, Any] | None = None
     # True for a saved inference graph (tools/quantize.py's INT8 model): evaluate.py and demo.py load
@@ -111,11 +110,11 @@ class RCNNConfig(TrainConfig):
     """
 
     network: str = "faster_rcnn_vgg16"
-    prefix: str = RCNN_TRAIN["prefix"]
-    end_epoch: int = RCNN_TRAIN["end_epoch"]
-    frequent: int = RCNN_TRAIN["frequent"]
-    lr: float = RCNN_TRAIN["lr"]
-    lr_steps: str = RCNN_TRAIN["lr_steps"]
+    prefix: str = os.path.join(os.getcwd(), "model", "rcnn")
+    end_epoch: int = 10
+    frequent: int = 100
+    lr: float = 0.001
+    lr_steps: str = "7"
     # image
     img_short_side: int = 600
     img_long_side: int = 1000

@@ -78,7 +78,7 @@ def trained_toy(synthetic_rec, tmp_path_factory) -> types.SimpleNamespace:
     import mxnet as mx
     from data_helpers import read_lst
 
-    from config.defaults import TRAIN
+    from config.train_config import SSDConfig
     from train.train_net import train_net
 
     model_dir = tmp_path_factory.mktemp("trained_toy")
@@ -87,7 +87,7 @@ def trained_toy(synthetic_rec, tmp_path_factory) -> types.SimpleNamespace:
     num_train = len(read_lst(synthetic_rec.train_lst))
     train_net(
         net=network, train_path=synthetic_rec.train_rec, num_classes=synthetic_rec.num_classes, batch_size=8,
-        data_shape=data_shape, mean_pixels=[TRAIN["mean_r"], TRAIN["mean_g"], TRAIN["mean_b"]],
+        data_shape=data_shape, mean_pixels=list(SSDConfig.mean_pixels),
         resume=-1, finetune=-1, pretrained="", epoch=0, prefix=checkpoint, ctx=[mx.cpu()],
         begin_epoch=0, end_epoch=epoch, frequent=1000, learning_rate=0.01, momentum=0.9,
         weight_decay=0.0005, lr_refactor_step="", lr_refactor_ratio=1.0, num_example=num_train,

@@ -37,7 +37,7 @@ def quickstart_like(base: str) -> types.SimpleNamespace:
     import mxnet as mx
     from data_helpers import pack, tiny_synthetic
 
-    from config.defaults import TRAIN
+    from config.train_config import SSDConfig
     from train.train_net import train_net
 
     folder = os.path.join(base, "quickstart_like")
@@ -53,7 +53,7 @@ def quickstart_like(base: str) -> types.SimpleNamespace:
                  + (["--no-shuffle"] if split == "val" else []))
         train_net(
             net="toy", train_path=os.path.join(folder, "train.rec"), num_classes=QUICK_CLASSES, batch_size=16,
-            data_shape=QUICK_SHAPE, mean_pixels=[TRAIN["mean_r"], TRAIN["mean_g"], TRAIN["mean_b"]],
+            data_shape=QUICK_SHAPE, mean_pixels=list(SSDConfig.mean_pixels),
             resume=-1, finetune=-1, pretrained="", epoch=0, prefix=checkpoint, ctx=[mx.cpu()],
             begin_epoch=0, end_epoch=QUICK_EPOCHS, frequent=1000, learning_rate=0.05, momentum=0.9,
             weight_decay=0.0005, lr_refactor_step="5", lr_refactor_ratio=0.1, num_example=200,

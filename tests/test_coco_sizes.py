@@ -207,7 +207,7 @@ def test_evaluate_net_scores_with_the_record_sizes(trained_toy, monkeypatch):
     # through the padded last batch and a num_batch cut
     pytest.importorskip("pycocotools")
     import evaluate.coco_eval as coco_eval
-    from config.defaults import TRAIN
+    from config.train_config import SSDConfig
     from evaluate.evaluate_net import evaluate_net
 
     seen = []
@@ -224,7 +224,7 @@ def test_evaluate_net_scores_with_the_record_sizes(trained_toy, monkeypatch):
     expected_labels = [labels[i] for i in record_ids(rec.val_rec)]
     for num_batch, count in [(None, len(sizes)), (1, 3)]:
         evaluate_net(trained_toy.network, rec.val_rec, trained_toy.num_class,
-                     [TRAIN["mean_r"], TRAIN["mean_g"], TRAIN["mean_b"]], trained_toy.data_shape,
+                     list(SSDConfig.mean_pixels), trained_toy.data_shape,
                      trained_toy.checkpoint, trained_toy.epoch, batch_size=3, label_pad_width=rec.label_width,
                      coco=True, num_batch=num_batch)
         got_sizes, got_labels = seen[-1]

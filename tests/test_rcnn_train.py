@@ -320,7 +320,7 @@ def test_bad_tuple_is_one_line_from_the_command_line(shapes_rec, tmp_path):
 # --- flag resolution -----------------------------------------------------------------------------
 def resolved(network: str, *argv: str):
     args = train_script.parse_known_given(train_script.build_parser(), ["--network", network, *argv])
-    defaults = train_script.RCNN_TRAIN if network.startswith("faster_rcnn") else train_script.D
+    defaults = train_script.RCNN if network.startswith("faster_rcnn") else train_script.SSD
     train_script.resolve_family_defaults(args, defaults)
     return args
 
