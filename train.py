@@ -250,7 +250,7 @@ def check_start_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
                      f"--finetune {args.finetune} starts from <prefix>-{args.finetune:04d} at that epoch")
         if args.freeze_pattern.strip():
             refuse_given(parser, args, ("freeze_pattern",), "--finetune freezes every loaded layer but the "
-                         "predictions (seed 003's rule)")
+                         "predictions (example/ssd's finetune rule)")
     elif not args.pretrained:
         refuse_given(parser, args, ("epoch",), "the epoch of --pretrained; this run starts from scratch "
                      "(--pretrained '')")

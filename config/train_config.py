@@ -66,7 +66,7 @@ class SSDConfig(TrainConfig):
 
     ``batch_size`` is the whole batch, split over the devices. ``num_example``
     -1 counts the training images. ``finetune`` > 0 loads ``<prefix>-<finetune>``
-    as seed 003 describes (see :func:`train.train_net.train_ssd`).
+    as example/ssd does (see :func:`train.train_net.finetune_params`).
     ``mean_pixels``/``std_pixels`` are RGB. ``nms_*``/``force_suppress`` go
     into the ``MultiBoxDetection`` node; ``label_width`` is the padded label
     width of the records (2 + 6 x objects). ``graph_overrides`` (None: the

@@ -1,6 +1,6 @@
 """Models and data shared by tests/test_quantize.py and tests/test_onnx_export.py.
 
-Each builder works in a fixed folder under the session's base temporary directory and returns at
+Each builder works in a fixed folder under the test run's base temporary directory and returns at
 once when that folder is complete, so the two test modules (each with its own fixtures) build a
 model once per session.
 """

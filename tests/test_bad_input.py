@@ -48,7 +48,7 @@ def write_rec(path: str, labels: list[np.ndarray], image: np.ndarray) -> str:
 
 @pytest.fixture(scope="module")
 def broken(trained_toy, tmp_path_factory) -> types.SimpleNamespace:
-    """The broken files the cases use, made from the session's tiny data set and toy checkpoint."""
+    """The broken files the cases use, made from the shared tiny data set and toy checkpoint."""
     tmp = tmp_path_factory.mktemp("broken")
     rec = trained_toy.rec
     names = rec.names_file

@@ -3,8 +3,8 @@
 Equal outputs on random weights mean equal outputs on trained ones: every mapping (layer names,
 channel orders, priors, pixel statistics, decoding, NMS) is exercised by the random values.
 
-* ssd.pytorch: its SSD300 written from seed 004 (``tests/peers/ssd_pytorch.py``: same layers,
-  state-dict keys, PriorBox, Detect and input transform);
+* ssd.pytorch: its SSD300 rewritten from its published architecture, not that project's own file
+  (``tests/peers/ssd_pytorch.py``: same layers, state-dict keys, PriorBox, Detect and input transform);
 * GluonCV: ``gluoncv.model_zoo.get_model(name, pretrained=False, pretrained_base=False)``, both
   ``ssd_300_vgg16_atrous_voc`` and ``ssd_512_vgg16_atrous_voc``;
 * torchvision: ``torchvision.models.vgg16(weights=None)``.
@@ -422,7 +422,7 @@ def test_state_dict_missing_a_key_is_named(tmp_path):
 # --- end to end: a converted ssd.pytorch model through the scripts -------------------------------------------
 def test_converted_ssdpytorch_runs_through_the_scripts(ssdpytorch, synthetic_rec, tmp_path, capsys):
     """evaluate.py, demo.py, tools/deploy.py (and demo.py --deploy) take the converted checkpoint
-    with --prefix/--epoch alone; train.py finetunes it to the synthetic set's 3 classes (seed 003's
+    with --prefix/--epoch alone; train.py finetunes it to the synthetic set's 3 classes (example/ssd's
     --finetune, after copying it to the run's prefix) for one epoch at batch 2 (on the 8 validation
     images, to keep the test short)."""
     evaluate_script = load_script("evaluate")

@@ -1,6 +1,6 @@
 """Distributed training over mxnet's parameter server, on 127.0.0.1 (train/distributed.py, tools/launch.py).
 
-Every job runs the toy SSD at 64 px (or faster_rcnn_small) on the session's
+Every job runs the toy SSD at 64 px (or faster_rcnn_small) on the shared
 24 synthetic images. Each test starts its processes with an environment
 marker (``MXDET_TEST_JOB``) and, pass or fail, kills every process that
 carries it: no scheduler, server or worker outlives its test.

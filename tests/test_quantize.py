@@ -101,7 +101,7 @@ def test_ssd300_int8_keeps_the_fp32_top100_boxes(tmp_path_factory):
     """SSD300 with Xavier weights (seed 0) on 10 synthetic images: the share of the FP32 top-100 boxes per
     image that INT8 (naive calibration on 20 images) keeps, same class at IoU >= 0.9.
 
-    Measured 0.855; the issue's target, 0.95, is not reached with random weights, and the misses say
+    Measured 0.855; the target, 0.95, is not reached with random weights, and the misses say
     why: INT8 scores the missed box's own anchor within 0.03 of FP32 (the anchor is not lost), and for
     nine in ten misses INT8 kept an overlapping box of the same class (IoU >= the NMS threshold 0.45)
     scored above it. The random heads give nearly flat class scores (0.25-0.43 everywhere), so

@@ -268,7 +268,7 @@ def test_train_py_gpus_on_cpu_build_is_one_line(synthetic_rec, tmp_path):
 
 
 def test_finetune_to_another_class_count(learned_toy, tmp_path_factory, tmp_path, no_augmentation, caplog):
-    """Seed 003's finetune takes the 2-class model to 3 classes: the class layers are dropped
+    """example/ssd's finetune takes the 2-class model to 3 classes: the class layers are dropped
     ("Removed ...") and re-initialised, every other loaded layer but the predictions stays frozen."""
     from data_helpers import pack, tiny_synthetic
 

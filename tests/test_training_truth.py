@@ -1,7 +1,7 @@
-"""Training reports and does what it says: the LR schedule in real batches (seed 003's finetune
+"""Training reports and does what it says: the LR schedule in real batches (example/ssd's finetune
 is in test_train.py, beside the model it starts from), the saved run config, --keep, the progress line's speed, --seed.
 
-The runs use the toy SSD at 64x64 on the session's tiny synthetic set (24 training images,
+The runs use the toy SSD at 64x64 on the shared tiny synthetic set (24 training images,
 which batches of 5 do not divide: 5 batches per epoch, the last one padded).
 """
 import csv
@@ -18,8 +18,8 @@ from data_helpers import load_script
 from config.errors import UserError
 from config.run_config import load_run_config
 from evaluate import checkpoint
-from train.schedule import EpochLRScheduler
 from train.progress import ProgressLogger
+from train.schedule import EpochLRScheduler
 from train.train_net import train_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ VGG16 base becomes ``PREFIX-symbol.json`` and ``PREFIX-0001.params`` for
 What each peer computes, and how the checkpoint reproduces it (tests/test_convert_weights.py checks
 every point against the peer's own model code):
 
-* ssd.pytorch (seed 004): reads images with cv2 (BGR), subtracts (104, 117, 123) in BGR order, and
+* ssd.pytorch: reads images with cv2 (BGR), subtracts (104, 117, 123) in BGR order, and
   then turns them to RGB (``VOCDetection.pull_item``, "to rgb") before the network: the network sees
   RGB minus (123, 117, 104), which is what this toolkit feeds; the first convolution is kept as it is.
   Its priors are the project's preset except for the sizes (exact ``sqrt(min * max)`` instead of 3

@@ -1,4 +1,5 @@
-"""amdegroot/ssd.pytorch's SSD300 in PyTorch, written from seed 004's description (it has no package).
+"""amdegroot/ssd.pytorch's SSD300 in PyTorch, rewritten here from its published architecture (it has no
+package): this is not that project's own file.
 
 What a converted ``ssd300_mAP_77.43_v2.pth`` must reproduce, with ssd.pytorch's own names so that
 its state dict has the same keys (``vgg.N.*``, ``L2Norm.weight``, ``extras.N.*``, ``loc.N.*``,
@@ -42,7 +43,7 @@ VOC = {
 MEANS_BGR = (104, 117, 123)  # data/__init__.py MEANS, subtracted in BGR order (cv2 images)
 
 BASE = [64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512]
-# extras.0 .. extras.7 as seed 004 prints them: (in, out, kernel, stride, pad)
+# extras.0 .. extras.7 as ssd.pytorch prints them: (in, out, kernel, stride, pad)
 EXTRAS = [(1024, 256, 1, 1, 0), (256, 512, 3, 2, 1), (512, 128, 1, 1, 0), (128, 256, 3, 2, 1),
           (256, 128, 1, 1, 0), (128, 256, 3, 1, 0), (256, 128, 1, 1, 0), (128, 256, 3, 1, 0)]
 MBOX = [4, 6, 6, 6, 4, 4]  # priors per location on each source
