@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint quickstart bench clean
+.PHONY: venv test test-fast lint quickstart bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,15 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+# the layering contract (.importlinter) first: it takes a second and says where an import went wrong
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
+
+# everything but the tests marked slow (subprocesses, multi-epoch training)
+test-fast: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
