@@ -25,12 +25,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import mxnet as mx
 import numpy as np
 
 from config.errors import UserError
+from config.train_config import RCNNConfig
 from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
 
 logger = logging.getLogger(__name__)
@@ -132,11 +134,32 @@ def feat_shape_from_symbol(symbol: mx.sym.Symbol, output: str = "rpn_cls_score_o
     return feat_shape
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How :class:`AnchorLoader` walks the records; the image and anchor settings come from the ``RCNNConfig``.
+
+    ``batch_size`` images per batch; ``shuffle`` the order and ``flip`` half of the images at
+    random (from ``seed``); ``use_difficult`` keeps difficult objects; ``gt_boxes`` has at least
+    ``max_gt`` rows; ``num_parts`` / ``part_index`` pick a distributed worker's shard.
+    """
+
+    batch_size: int = 1
+    shuffle: bool = True
+    flip: bool = True
+    use_difficult: bool = False
+    max_gt: int = 100
+    seed: int | None = None
+    num_parts: int = 1
+    part_index: int = 0
+
+
 class AnchorLoader(mx.io.DataIter):
     """Training batches for the Faster R-CNN graph, read from a detection ``.rec``.
 
-    One batch holds ``batch_size`` images (the original used one per device),
-    zero-padded to the largest of them:
+    The image sides and pixel means/stds (``cfg.img_*``) and the RPN anchors and their
+    sampling (``cfg.rpn_*``) come from the run's ``RCNNConfig``; batching, order, flips and
+    sharding from ``options`` (:class:`LoaderOptions`). One batch holds ``batch_size``
+    images (the original used one per device), zero-padded to the largest of them:
 
     * ``data`` [B, 3, H, W]; ``im_info`` [B, 3] rows ``(height, width, scale)``
       of each resized image; ``gt_boxes`` [B, G, 5] rows ``[x1, y1, x2, y2, cls]``
@@ -157,50 +180,31 @@ class AnchorLoader(mx.io.DataIter):
     """
 
     def __init__(
-        self,
-        rec_path: str,
-        feat_shape: FeatShapeFn,
-        batch_size: int = 1,
-        short_side: int = 600,
-        long_side: int = 1000,
-        pixel_means: Sequence[float] = (0.0, 0.0, 0.0),
-        pixel_stds: Sequence[float] = (1.0, 1.0, 1.0),
-        feat_stride: int = 16,
-        anchor_scales: Sequence[float] = (8, 16, 32),
-        anchor_ratios: Sequence[float] = (0.5, 1, 2),
-        allowed_border: float = 0,
-        rpn_batch_rois: int = 256,
-        rpn_fg_fraction: float = 0.5,
-        rpn_fg_overlap: float = 0.7,
-        rpn_bg_overlap: float = 0.3,
-        shuffle: bool = True,
-        flip: bool = True,
-        use_difficult: bool = False,
-        max_gt: int = 100,
-        seed: int | None = None,
-        num_parts: int = 1,
-        part_index: int = 0,
+        self, rec_path: str, feat_shape: FeatShapeFn, cfg: RCNNConfig, options: LoaderOptions | None = None
     ) -> None:
+        options = options or LoaderOptions()
+        batch_size, num_parts = options.batch_size, options.num_parts
         super().__init__(batch_size)
         self.record = DetRecord(rec_path)
         self.feat_shape = feat_shape
-        self.short_side, self.long_side = short_side, long_side
-        self.pixel_means, self.pixel_stds = pixel_means, pixel_stds
-        self.generator = AnchorGenerator(feat_stride, anchor_scales, anchor_ratios)
+        self.short_side, self.long_side = cfg.img_short_side, cfg.img_long_side
+        self.pixel_means, self.pixel_stds = cfg.img_pixel_means, cfg.img_pixel_stds
+        self.generator = AnchorGenerator(cfg.rpn_feat_stride, cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios)
         self.sampler = AnchorSampler(
-            allowed_border, rpn_batch_rois, rpn_fg_fraction, rpn_fg_overlap, rpn_bg_overlap, seed=seed
+            cfg.rpn_allowed_border, cfg.rpn_batch_rois, cfg.rpn_fg_fraction, cfg.rpn_fg_overlap, cfg.rpn_bg_overlap,
+            seed=options.seed,
         )
-        self.shuffle, self.flip, self.max_gt = shuffle, flip, max_gt
-        self.rng = np.random.RandomState(seed)
+        self.shuffle, self.flip, self.max_gt = options.shuffle, options.flip, options.max_gt
+        self.rng = np.random.RandomState(options.seed)
 
         self.objects = {
-            key: objects if use_difficult else objects[objects[:, 5] == 0]
+            key: objects if options.use_difficult else objects[objects[:, 5] == 0]
             for key, objects in self.record.objects.items()
         }
         usable = [key for key in self.record.keys if self.objects[key].shape[0] > 0]
         self.num_skipped = len(self.record.keys) - len(usable)
         self.shard_sizes = [len(usable[part::num_parts]) for part in range(num_parts)]
-        self.keys = usable[part_index::num_parts]
+        self.keys = usable[options.part_index::num_parts]
         if self.num_skipped:
             logger.info("%s: skipped %d of %d images without objects", rec_path, self.num_skipped,
                         len(self.record.keys))
@@ -211,15 +215,15 @@ class AnchorLoader(mx.io.DataIter):
         self.reset()
 
     @classmethod
-    def from_config(cls, rec_path: str, cfg, feat_shape: FeatShapeFn, batch_size: int = 1,
+    def from_config(cls, rec_path: str, cfg: RCNNConfig, feat_shape: FeatShapeFn, batch_size: int = 1,
                     seed: int | None = None, num_parts: int = 1, part_index: int = 0) -> AnchorLoader:
-        """Build from an ``RCNNConfig`` (``symbol/rcnn_factory.py``)."""
-        return cls(
-            rec_path, feat_shape, batch_size, cfg.img_short_side, cfg.img_long_side, cfg.img_pixel_means,
-            cfg.img_pixel_stds, cfg.rpn_feat_stride, cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios,
-            cfg.rpn_allowed_border, cfg.rpn_batch_rois, cfg.rpn_fg_fraction, cfg.rpn_fg_overlap,
-            cfg.rpn_bg_overlap, seed=seed, num_parts=num_parts, part_index=part_index,
-        )
+        """The training loader of ``cfg`` (``batch_size`` images per batch, shuffled and flipped).
+
+        Difficult objects are dropped (``LoaderOptions.use_difficult`` False), whatever
+        ``cfg.use_difficult`` says: that flag is about validation.
+        """
+        options = LoaderOptions(batch_size=batch_size, seed=seed, num_parts=num_parts, part_index=part_index)
+        return cls(rec_path, feat_shape, cfg, options)
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -327,8 +331,8 @@ class TestLoader(mx.io.DataIter):
         self._cursor = 0
 
     @classmethod
-    def from_config(cls, rec_path: str, cfg) -> TestLoader:
-        """Build from an ``RCNNConfig`` (``symbol/rcnn_factory.py``)."""
+    def from_config(cls, rec_path: str, cfg: RCNNConfig) -> TestLoader:
+        """The evaluation loader of ``cfg``'s image sides and pixel means/stds."""
         return cls(rec_path, cfg.img_short_side, cfg.img_long_side, cfg.img_pixel_means, cfg.img_pixel_stds)
 
     def __len__(self) -> int:

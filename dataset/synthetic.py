@@ -21,7 +21,7 @@ Boxes are the extent of the drawn shape (occluded parts included), clipped to
 the image: VOC ``xmin`` is the 1-based column of the leftmost painted pixel and
 ``xmax`` that of the rightmost, so the continuous extent is ``[xmin - 1, xmax]``.
 
-Output depends only on the arguments: each image draws from its own random
+Output depends only on the settings (:class:`SynthSettings`): each image draws from its own random
 generator seeded by ``(seed, image number)``, so the worker count changes
 nothing, and the same seed gives byte-identical files.
 
@@ -148,17 +148,48 @@ class SynthDataset:
 
 
 @dataclass(frozen=True)
-class _Settings:
-    data_dir: str
-    classes: int
-    seed: int
-    min_size: float
-    max_size: float
-    min_side: int
-    max_side: int
-    max_objects: int
-    quality: int
+class SynthSettings:
+    """What to generate; the output depends on nothing else. These defaults are the command line's.
+
+    ``classes``: number of classes, 1 to ``len(SHAPE_NAMES)`` (12); class i is shape ``SHAPE_NAMES[i]``.
+    ``num_train``, ``num_val``: images in ``train.txt`` and ``val.txt`` (``test.txt`` = val).
+    ``seed``: same seed (and settings), byte-identical files.
+    ``min_size``, ``max_size``: object scale as a fraction of the shorter image side
+    (≈ sqrt of the box area before rotation), drawn log-uniformly.
+    ``min_side``, ``max_side``: image width and height in pixels, drawn independently.
+    ``max_objects``: each image has 1 to ``max_objects`` objects. ``quality``: JPEG quality.
+    ``truncation``: share of objects allowed to reach past the image border (1: all, 0: none
+    that fit inside). ``workers``: processes, 0 for one per core (small sets are drawn
+    in-process); the files do not depend on it.
+    """
+
+    classes: int = 3
+    num_train: int = 2000
+    num_val: int = 200
+    seed: int = 0
+    min_size: float = 0.04
+    max_size: float = 0.70
+    min_side: int = 200
+    max_side: int = 500
+    max_objects: int = 8
+    quality: int = 90
     truncation: float = 1.0
+    workers: int = 0
+
+    def check(self) -> None:
+        """Raise :class:`UserError` naming the flag of the first setting out of range."""
+        if not 1 <= self.classes <= len(SHAPE_NAMES):
+            raise UserError(f"--classes: {self.classes} is not in 1..{len(SHAPE_NAMES)} (one shape per class)")
+        if not 0 < self.min_size <= self.max_size <= 1.5:
+            raise UserError(f"--min-size/--max-size: need 0 < min ({self.min_size}) <= max ({self.max_size}) <= 1.5")
+        if not 16 <= self.min_side <= self.max_side:
+            raise UserError(f"--min-side/--max-side: need 16 <= min ({self.min_side}) <= max ({self.max_side})")
+        if self.num_train < 0 or self.num_val < 0 or self.num_train + self.num_val == 0:
+            raise UserError("--num-train/--num-val: need at least one image")
+        if self.max_objects < 1:
+            raise UserError(f"--max-objects: {self.max_objects} must be at least 1")
+        if not 0.0 <= self.truncation <= 1.0:
+            raise UserError(f"--truncation: {self.truncation} is not in 0..1")
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -208,7 +239,7 @@ def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarr
     return colour
 
 
-def _render_image(settings: _Settings, number: int, split: str) -> tuple[SynthImage, bytes, bytes]:
+def _render_image(settings: SynthSettings, number: int, split: str) -> tuple[SynthImage, bytes, bytes]:
     """Draw image ``number`` (1-based); returns its record, JPEG bytes and XML bytes."""
     rng = np.random.default_rng([settings.seed, number])
     width = int(rng.integers(settings.min_side, settings.max_side + 1))
@@ -305,15 +336,15 @@ def _voc_xml(image: SynthImage) -> bytes:
     return ET.tostring(root, encoding="utf-8") + b"\n"
 
 
-def _write_one(settings: _Settings, number: int, split: str) -> SynthImage:
+def _write_one(settings: SynthSettings, data_dir: str, number: int, split: str) -> SynthImage:
     record, jpeg, xml = _render_image(settings, number, split)
-    write_atomic(os.path.join(settings.data_dir, "JPEGImages", record.index + ".jpg"), jpeg)
-    write_atomic(os.path.join(settings.data_dir, "Annotations", record.index + ".xml"), xml)
+    write_atomic(os.path.join(data_dir, "JPEGImages", record.index + ".jpg"), jpeg)
+    write_atomic(os.path.join(data_dir, "Annotations", record.index + ".xml"), xml)
     return record
 
 
-def _write_chunk(settings: _Settings, jobs: list[tuple[int, str]]) -> list[SynthImage]:
-    return [_write_one(settings, number, split) for number, split in jobs]
+def _write_chunk(settings: SynthSettings, data_dir: str, jobs: list[tuple[int, str]]) -> list[SynthImage]:
+    return [_write_one(settings, data_dir, number, split) for number, split in jobs]
 
 
 def _init_worker() -> None:
@@ -321,62 +352,26 @@ def _init_worker() -> None:
 
 
 def make_synthetic(
-    out: str,
-    classes: int = 3,
-    num_train: int = 200,
-    num_val: int = 50,
-    seed: int = 0,
-    min_size: float = 0.04,
-    max_size: float = 0.70,
-    min_side: int = 200,
-    max_side: int = 500,
-    max_objects: int = 8,
-    quality: int = 90,
-    truncation: float = 1.0,
-    workers: int | None = None,
-    log: Callable[[str], None] | None = print,
+    out: str, settings: SynthSettings | None = None, log: Callable[[str], None] | None = print
 ) -> SynthDataset:
     """Write a synthetic VOC-layout data set under ``out`` and return its record.
 
-    Args:
-        out: output folder; gets ``synth.names`` and ``VOCdevkit/VOCsynth``.
-        classes: number of classes, 1 to ``len(SHAPE_NAMES)`` (12); class i is shape ``SHAPE_NAMES[i]``.
-        num_train, num_val: images in ``train.txt`` and ``val.txt`` (``test.txt`` = val).
-        seed: the output depends on nothing else but the other arguments.
-        min_size, max_size: object scale as a fraction of the shorter image side
-            (≈ sqrt of the box area before rotation), drawn log-uniformly.
-        min_side, max_side: image width and height in pixels, drawn independently.
-        max_objects: each image has 1 to ``max_objects`` objects.
-        quality: JPEG quality.
-        truncation: share of objects allowed to reach past the image border (1: all, 0: none
-            that fit inside).
-        workers: processes; default all cores (small sets are drawn in-process).
-        log: progress printer, or None for silence.
+    ``out`` gets ``synth.names`` and ``VOCdevkit/VOCsynth``; ``settings`` (default
+    :class:`SynthSettings`, the command line's defaults) say what to draw; ``log`` prints the
+    progress, or None for silence. Raises :class:`UserError` for settings out of range.
     """
-    if not 1 <= classes <= len(SHAPE_NAMES):
-        raise UserError(f"--classes: {classes} is not in 1..{len(SHAPE_NAMES)} (one shape per class)")
-    if not 0 < min_size <= max_size <= 1.5:
-        raise UserError(f"--min-size/--max-size: need 0 < min ({min_size}) <= max ({max_size}) <= 1.5")
-    if not 16 <= min_side <= max_side:
-        raise UserError(f"--min-side/--max-side: need 16 <= min ({min_side}) <= max ({max_side})")
-    if num_train < 0 or num_val < 0 or num_train + num_val == 0:
-        raise UserError("--num-train/--num-val: need at least one image")
-    if max_objects < 1:
-        raise UserError(f"--max-objects: {max_objects} must be at least 1")
-    if not 0.0 <= truncation <= 1.0:
-        raise UserError(f"--truncation: {truncation} is not in 0..1")
-
+    settings = settings or SynthSettings()
+    settings.check()
+    num_train, num_val = settings.num_train, settings.num_val
     devkit = os.path.join(out, "VOCdevkit")
     data_dir = os.path.join(devkit, "VOC" + YEAR)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(data_dir, sub), exist_ok=True)
-    settings = _Settings(data_dir, classes, seed, min_size, max_size, min_side, max_side, max_objects, quality,
-                         truncation)
     jobs = [(n, "train") for n in range(1, num_train + 1)]
     jobs += [(n, "val") for n in range(num_train + 1, num_train + num_val + 1)]
 
     start = time.time()
-    workers = workers or os.cpu_count() or 1
+    workers = settings.workers or os.cpu_count() or 1
     chunk = 16
     chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
     images: list[SynthImage] = []
@@ -390,13 +385,14 @@ def make_synthetic(
     if workers > 1 and len(jobs) >= 64:
         # spawn, not fork: the caller may have started mxnet's threads already
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            for done, results in enumerate(pool.map(_write_chunk, [settings] * len(chunks), chunks), 1):
+            settings_each, data_dir_each = [settings] * len(chunks), [data_dir] * len(chunks)
+            for done, results in enumerate(pool.map(_write_chunk, settings_each, data_dir_each, chunks), 1):
                 collect(results, done)
     else:
         for done, part in enumerate(chunks, 1):
-            collect(_write_chunk(settings, part), done)
+            collect(_write_chunk(settings, data_dir, part), done)
 
-    class_names = SHAPE_NAMES[:classes]
+    class_names = SHAPE_NAMES[:settings.classes]
     sets = {"train": [im for im in images if im.split == "train"], "val": [im for im in images if im.split == "val"]}
     sets["trainval"] = sets["train"] + sets["val"]
     sets["test"] = sets["val"]
@@ -412,5 +408,5 @@ def make_synthetic(
         objects = [o for im in images for o in im.objects]
         log(f"wrote {len(images)} images ({num_train} train, {num_val} val) with {len(objects)} objects "
             f"({sum(o.truncated for o in objects)} truncated, {sum(o.difficult for o in objects)} difficult) "
-            f"of {classes} classes to {data_dir} in {time.time() - start:.1f}s; class names in {names_file}")
+            f"of {settings.classes} classes to {data_dir} in {time.time() - start:.1f}s; class names in {names_file}")
     return result

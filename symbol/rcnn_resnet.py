@@ -8,9 +8,9 @@ sits on stage 3 (stride 16); stage 4 runs on the 14x14 ROI pool (stride 2 ->
 MXNet's ImageNet ResNet models (``bn_data``, ``conv0``, ``stage{s}_unit{u}_*``,
 ``bn1``), so ``model/resnet-{50,101}-0000.params`` load by name.
 
-``get_resnet50_train`` / ``get_resnet101_train`` (and ``*_test``) take the
-original arguments (see ``rcnn_vgg``); :func:`resnet_builders` makes the pair
-for other unit counts.
+:data:`RESNET50` / :data:`RESNET101` are the backbones (:func:`resnet_backbone` makes
+one for other unit counts); ``get_resnet50_train`` / ``get_resnet101_train`` (and
+``*_test``) take the original arguments (see ``rcnn_vgg``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from functools import partial
 
 import mxnet as mx
 
-from symbol.rcnn_head import build_rcnn_test, build_rcnn_train
+from symbol.rcnn_head import RCNNBackbone, original_builders
 
 BN_EPS = 2e-5
 RESNET50_UNITS = (3, 4, 6, 3)
@@ -87,13 +87,15 @@ def get_resnet_top_feature(
     return mx.sym.Pooling(data=relu1, global_pool=True, kernel=(7, 7), pool_type="avg", name="pool1")
 
 
-def resnet_builders(units: Sequence[int], filter_list: Sequence[int] = FILTER_LIST) -> tuple:
-    """``(get_train, get_test)`` for a ResNet with ``units`` residual units per stage."""
+def resnet_backbone(units: Sequence[int], filter_list: Sequence[int] = FILTER_LIST) -> RCNNBackbone:
+    """The backbone of a ResNet with ``units`` residual units per stage (RPN conv of 512 filters)."""
     feature = partial(get_resnet_feature, units=units, filter_list=filter_list)
     top = partial(get_resnet_top_feature, units=units, filter_list=filter_list)
-    return partial(build_rcnn_train, feature, top, 512), partial(build_rcnn_test, feature, top, 512)
+    return RCNNBackbone(feature, top, rpn_num_filter=512)
 
 
-get_resnet50_train, get_resnet50_test = resnet_builders(RESNET50_UNITS)
-get_resnet101_train, get_resnet101_test = resnet_builders(RESNET101_UNITS)
+RESNET50 = resnet_backbone(RESNET50_UNITS)
+RESNET101 = resnet_backbone(RESNET101_UNITS)
+get_resnet50_train, get_resnet50_test = original_builders(RESNET50)
+get_resnet101_train, get_resnet101_test = original_builders(RESNET101)
 

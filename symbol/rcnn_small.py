@@ -4,19 +4,18 @@ Not in the original example: a narrow VGG-like backbone (filters 16-32-64-128,
 four 2x2 pools -> stride 16) with the shared RPN / ROI head
 (``symbol/rcnn_head.py``), a 128-filter RPN conv and a 256-unit fc6/fc7 head
 without dropout. Meant for synthetic data at a short side of ~300 pixels
-(the ``faster_rcnn_small`` defaults in ``symbol/rcnn_factory.py``); at
+(the ``faster_rcnn_small`` defaults in ``symbol/registry.py``); at
 300x400 the convolutions cost about 1 GMAC per image. Receptive field: 134
 pixels at ``relu5_2``, 166 after the RPN conv.
 
-``get_small_train`` / ``get_small_test`` take the original arguments (see ``rcnn_vgg``).
+:data:`SMALL` is the backbone; ``get_small_train`` / ``get_small_test`` take the original arguments
+(see ``rcnn_vgg``).
 """
 from __future__ import annotations
 
-from functools import partial
-
 import mxnet as mx
 
-from symbol.rcnn_head import build_rcnn_test, build_rcnn_train
+from symbol.rcnn_head import RCNNBackbone, original_builders
 from symbol.rcnn_vgg import fc_top_feature, vgg_conv_feature
 
 SMALL_GROUPS = ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128))
@@ -34,5 +33,5 @@ def get_small_top_feature(roi_pool: mx.sym.Symbol) -> mx.sym.Symbol:
     return fc_top_feature(roi_pool, num_hidden=SMALL_FC_HIDDEN, dropout=0.0)
 
 
-get_small_train = partial(build_rcnn_train, get_small_feature, get_small_top_feature, SMALL_RPN_FILTERS)
-get_small_test = partial(build_rcnn_test, get_small_feature, get_small_top_feature, SMALL_RPN_FILTERS)
+SMALL = RCNNBackbone(get_small_feature, get_small_top_feature, rpn_num_filter=SMALL_RPN_FILTERS)
+get_small_train, get_small_test = original_builders(SMALL)

@@ -3,8 +3,8 @@
 Layer names match the original (``conv1_1`` .. ``relu5_3``, ``fc6``, ``fc7``), so
 ImageNet VGG-16 weights (``model/vgg16-0000.params``) load by name. The RPN,
 proposal sampling and ROI head are shared with the other backbones
-(``symbol/rcnn_head.py``); ``get_vgg_train`` / ``get_vgg_test`` keep the
-original signatures::
+(``symbol/rcnn_head.py``); :data:`VGG16` is the backbone, and ``get_vgg_train`` /
+``get_vgg_test`` keep the original signatures::
 
     get_vgg_train(anchor_scales, anchor_ratios, rpn_feature_stride, rpn_pre_topk, rpn_post_topk,
                   rpn_nms_thresh, rpn_min_size, rpn_batch_rois, num_classes, rcnn_feature_stride,
@@ -17,11 +17,10 @@ original signatures::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import mxnet as mx
 
-from symbol.rcnn_head import build_rcnn_test, build_rcnn_train
+from symbol.rcnn_head import RCNNBackbone, original_builders
 
 # (number of 3x3 convs, filters) per group; a 2x2 max pool follows each group but the last
 VGG16_GROUPS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -66,5 +65,5 @@ def get_vgg_top_feature(roi_pool: mx.sym.Symbol) -> mx.sym.Symbol:
     return fc_top_feature(roi_pool, num_hidden=4096, dropout=0.5)
 
 
-get_vgg_train = partial(build_rcnn_train, get_vgg_feature, get_vgg_top_feature, 512)
-get_vgg_test = partial(build_rcnn_test, get_vgg_feature, get_vgg_top_feature, 512)
+VGG16 = RCNNBackbone(get_vgg_feature, get_vgg_top_feature, rpn_num_filter=512)
+get_vgg_train, get_vgg_test = original_builders(VGG16)

@@ -13,7 +13,7 @@ import numpy as np
 
 # First-layer anchor size used when ``sizes`` is given as one [min, max] range. The
 # original referenced an undefined ``start_offset`` here; 0.1 is the first-layer size
-# of every 6-layer preset in symbol_factory.
+# of every 6-layer preset in ssd_presets.
 RANGE_START_SIZE = 0.1
 
 

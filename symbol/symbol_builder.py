@@ -11,33 +11,24 @@ loader drops them from ``gt_boxes``.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
-from types import ModuleType
 
 import mxnet as mx
 
 from config.errors import UserError
 from symbol.losses import softmax_focal_output
+from symbol.registry import get_base_network
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 CLS_LOSSES = ("softmax", "focal")
 
 
-def import_module(module_name: str) -> ModuleType:
-    """Import the base-network module ``symbol/<module_name>.py``."""
-    try:
-        return importlib.import_module(f"{__package__}.{module_name}")
-    except ModuleNotFoundError as err:
-        raise UserError(f"--network: no base network module symbol/{module_name}.py") from err
-
-
 def _heads(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
            strides: Sequence[int], pads: Sequence[int], sizes: Sequence, ratios: Sequence,
            normalizations: int | Sequence[int], steps: Sequence[float], min_filter: int,
            base_kwargs: dict, anchor_clip: bool = False) -> list[mx.sym.Symbol]:
-    body = import_module(network).get_symbol(num_classes, **base_kwargs)
+    body = get_base_network(network)(num_classes, **base_kwargs)
     layers = multi_layer_feature(body, from_layers, num_filters, strides, pads, min_filter=min_filter)
     return multibox_layer(layers, num_classes, sizes=sizes, ratios=ratios, normalization=normalizations,
                           num_channels=num_filters, clip=False, interm_layer=0, steps=steps,
@@ -120,7 +111,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     original matched anchors to them like to any object. A label of width 5 is used as it is.
 
     Parameters are those of the original ``symbol_builder.get_symbol_train``:
-    ``network`` is the module in ``symbol/`` providing ``get_symbol(num_classes, **kwargs)``;
+    ``network`` names the base network (a key of :data:`symbol.registry.BASE_NETWORKS`, whose
+    ``get_symbol(num_classes, **kwargs)`` builds it);
     ``from_layers``/``num_filters``/``strides``/``pads`` go to :func:`multi_layer_feature`;
     ``sizes``/``ratios``/``normalizations``/``steps`` to :func:`multibox_layer`; remaining
     ``kwargs`` (e.g. ``num_layers``, ``image_shape``) to the base network.

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from dataset.synthetic import SynthDataset, SynthImage, make_synthetic
+from dataset.synthetic import SynthDataset, SynthImage, SynthSettings, make_synthetic
 
 
 def tiny_synthetic(out: str, num_train: int = 4, num_val: int = 0, classes: int = 3, seed: int = 0,
@@ -31,8 +31,8 @@ def tiny_synthetic(out: str, num_train: int = 4, num_val: int = 0, classes: int 
     """A silent, in-process make_synthetic with small images (96-160 px) unless told otherwise."""
     kwargs.setdefault("min_side", 96)
     kwargs.setdefault("max_side", 160)
-    return make_synthetic(str(out), classes=classes, num_train=num_train, num_val=num_val, seed=seed,
-                          workers=1, log=None, **kwargs)
+    settings = SynthSettings(classes=classes, num_train=num_train, num_val=num_val, seed=seed, workers=1, **kwargs)
+    return make_synthetic(str(out), settings, log=None)
 
 
 def expected_labels(image: SynthImage, with_difficult: bool = True) -> np.ndarray:

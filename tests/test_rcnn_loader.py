@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from config.errors import UserError
+from config.train_config import RCNNConfig
 from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
-from dataset.rcnn_loader import AnchorLoader, TestLoader, feat_shape_from_symbol
+from dataset.rcnn_loader import AnchorLoader, LoaderOptions, TestLoader, feat_shape_from_symbol
 from symbol.rcnn_factory import get_rcnn_train, make_config
 
 LEFT_BGR, RIGHT_BGR = (10, 20, 30), (200, 150, 100)
@@ -52,11 +53,15 @@ def normalised_rgb(bgr):
     return (np.array(bgr[::-1], dtype=np.float64) - MEANS) / STDS
 
 
+# short side 200 capped at a long side of 300, the test means/stds, 2 scales x 3 ratios (RCNNConfig's other values)
+CFG = RCNNConfig(img_short_side=200, img_long_side=300, img_pixel_means=MEANS, img_pixel_stds=STDS,
+                 rpn_anchor_scales=(2, 4))
+
+
 def make_loader(rec_path, **kwargs):
-    options = dict(batch_size=1, short_side=200, long_side=300, pixel_means=MEANS, pixel_stds=STDS,
-                   anchor_scales=(2, 4), shuffle=False, seed=3)
+    options = dict(batch_size=1, shuffle=False, seed=3)
     options.update(kwargs)
-    return AnchorLoader(rec_path, feat16, **options)
+    return AnchorLoader(rec_path, feat16, CFG, LoaderOptions(**options))
 
 
 # image 0 (100x200): scale 2 would make the long side 400 > 300, so scale = 300/200 = 1.5 -> 150x300.
@@ -142,6 +147,19 @@ def test_feature_shape_from_the_small_network(rec_path):
         _, out_shapes, _ = sym.infer_shape(**{d.name: d.shape for d in batch.provide_data + batch.provide_label})
         height, width = batch.data[0].shape[2:]
         assert out_shapes[0] == (1, 2, 12 * (height // 16), width // 16)  # rpn_cls_prob, 12 anchors
+
+
+def test_from_config_takes_the_config_and_keeps_the_training_options(rec_path):
+    cfg = RCNNConfig(img_short_side=200, img_long_side=300, rpn_anchor_scales=(2, 4), rpn_batch_rois=32,
+                     use_difficult=True)
+    loader = AnchorLoader.from_config(rec_path, cfg, feat16, batch_size=2, seed=1)
+    assert (loader.short_side, loader.long_side, loader.generator.num_anchors) == (200, 300, 6)
+    assert loader.sampler.batch_rois == 32 and loader.batch_size == 2
+    assert loader.shuffle and loader.flip and loader.max_gt == 100
+    # cfg.use_difficult is a validation setting: training still drops difficult objects
+    assert loader.keys == [0, 3]
+    sharded = AnchorLoader.from_config(rec_path, cfg, feat16, num_parts=2, part_index=1)
+    assert sharded.keys == [3] and sharded.shard_sizes == [1, 1]
 
 
 def test_test_loader_yields_every_image_with_normalised_gt(rec_path):

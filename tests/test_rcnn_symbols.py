@@ -1,5 +1,8 @@
 """Faster R-CNN graphs: the proposal_target op on hand-made ROIs, shapes, the
 registry, and one real training step per network."""
+import dataclasses
+import inspect
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -17,7 +20,8 @@ from symbol.rcnn_factory import (
     make_config,
     rcnn_initializer,
 )
-from symbol.rcnn_vgg import get_vgg_test, get_vgg_train
+from symbol.rcnn_head import ORIGINAL_TRAIN_ARGUMENTS, RCNNTestSettings, RCNNTrainSettings, build_rcnn_train
+from symbol.rcnn_vgg import VGG16, get_vgg_test, get_vgg_train
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 NUM_CLASSES = 6
@@ -154,7 +158,7 @@ def test_backward_gives_zero_gradient():
 
 # --- graphs -----------------------------------------------------------------------------------
 
-SEED_ARGS = dict(
+ORIGINAL_ARGS = dict(
     anchor_scales=(8, 16, 32), anchor_ratios=(0.5, 1, 2), rpn_feature_stride=16, rpn_pre_topk=12000,
     rpn_post_topk=2000, rpn_nms_thresh=0.7, rpn_min_size=16, rpn_batch_rois=256, num_classes=21,
     rcnn_feature_stride=16, rcnn_pooled_size=(7, 7), rcnn_batch_size=1, rcnn_batch_rois=128,
@@ -162,8 +166,8 @@ SEED_ARGS = dict(
 )
 
 
-def test_seed_002_cls_score_shape_and_outputs():
-    net = get_vgg_train(**SEED_ARGS)
+def test_original_vgg_train_cls_score_shape_and_outputs():
+    net = get_vgg_train(**ORIGINAL_ARGS)
     cls_score = net.get_internals()["cls_score_output"]
     assert cls_score.infer_shape(data=(1, 3, 1000, 600), gt_boxes=(5, 5), im_info=(1, 3))[1] == [(128, 21)]
     assert net.list_outputs() == [
@@ -180,13 +184,48 @@ def test_seed_002_cls_score_shape_and_outputs():
 
 
 def test_vgg_test_graph_outputs():
-    test_args = {k: SEED_ARGS[k] for k in (
+    test_args = {k: ORIGINAL_ARGS[k] for k in (
         "anchor_scales", "anchor_ratios", "rpn_feature_stride", "rpn_nms_thresh", "rpn_min_size",
         "num_classes", "rcnn_feature_stride", "rcnn_pooled_size", "rcnn_batch_size")}
     net = get_vgg_test(rpn_pre_topk=6000, rpn_post_topk=300, **test_args)
     assert net.list_arguments()[0] == "data" and "gt_boxes" not in net.list_arguments()
     _, out_shapes, _ = net.infer_shape(data=(1, 3, 600, 1000), im_info=(1, 3))
     assert out_shapes == [(300, 5), (1, 300, 21), (1, 300, 84)]
+
+
+def graph_json(build, *args, **kwargs):
+    """``build(*args, **kwargs).tojson()`` with mxnet's automatic names (``_minus0``) counted from 0."""
+    with mx.name.NameManager():
+        return build(*args, **kwargs).tojson()
+
+
+def test_original_signatures_by_position_and_by_name():
+    assert list(inspect.signature(get_vgg_train).parameters) == list(ORIGINAL_ARGS) == list(ORIGINAL_TRAIN_ARGUMENTS)
+    test_names = ["anchor_scales", "anchor_ratios", "rpn_feature_stride", "rpn_pre_topk", "rpn_post_topk",
+                  "rpn_nms_thresh", "rpn_min_size", "num_classes", "rcnn_feature_stride", "rcnn_pooled_size",
+                  "rcnn_batch_size"]
+    assert list(inspect.signature(get_vgg_test).parameters) == test_names
+    assert {f.name for f in dataclasses.fields(RCNNTrainSettings)} == set(ORIGINAL_TRAIN_ARGUMENTS)
+    by_name = graph_json(get_vgg_train, **ORIGINAL_ARGS)
+    assert graph_json(get_vgg_train, *ORIGINAL_ARGS.values()) == by_name
+    assert graph_json(build_rcnn_train, VGG16, RCNNTrainSettings(**ORIGINAL_ARGS)) == by_name
+    # the comparison sees the values: one other value, another graph
+    assert graph_json(get_vgg_train, **dict(ORIGINAL_ARGS, rpn_batch_rois=64)) != by_name
+    test_args = [ORIGINAL_ARGS[name] for name in test_names]
+    assert graph_json(get_vgg_test, *test_args) == graph_json(get_vgg_test, **dict(zip(test_names, test_args)))
+    with pytest.raises(TypeError):
+        get_vgg_train(*ORIGINAL_ARGS.values(), anchor_scales=(8,))  # given twice, as for the original
+    with pytest.raises(TypeError):
+        get_vgg_test(**ORIGINAL_ARGS)  # the test graph has no sampling arguments
+
+
+def test_factory_graphs_are_the_original_builders_with_the_config_values():
+    cfg = make_config("faster_rcnn_vgg16", rpn_min_size=8)
+    train_args = dict(ORIGINAL_ARGS, num_classes=NUM_CLASSES + 1, rpn_min_size=8)
+    assert graph_json(get_rcnn_train, "faster_rcnn_vgg16", NUM_CLASSES, cfg) == graph_json(get_vgg_train, **train_args)
+    test_args = {name: train_args[name] for name in (f.name for f in dataclasses.fields(RCNNTestSettings))}
+    test_args.update(rpn_pre_topk=cfg.test_rpn_pre_nms_topk, rpn_post_topk=cfg.test_rpn_post_nms_topk)
+    assert graph_json(get_rcnn_test, "faster_rcnn_vgg16", NUM_CLASSES, cfg) == graph_json(get_vgg_test, **test_args)
 
 
 def test_registry_defaults_and_unknown_network():

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from config.errors import UserError
-from symbol import symbol_factory
+from symbol import ssd_presets
 from symbol.losses import focal_loss_value, softmax_focal_output
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
-from symbol.symbol_factory import DEFAULT_DATA_SHAPES, NETWORKS, get_scales, get_symbol, get_symbol_train
+from symbol.ssd_presets import get_scales
+from symbol.symbol_factory import DEFAULT_DATA_SHAPES, NETWORKS, get_symbol, get_symbol_train
 
 
 def _infer(sym, data_shape, *names, batch=1):
@@ -131,16 +132,16 @@ def test_resnet_sources_are_the_ends_of_stages_3_and_4():
 
 
 def test_get_scales_reproduces_the_literal_vgg_sizes():
-    literal_300 = symbol_factory.vgg16_reduced(300)["sizes"]
-    literal_512 = symbol_factory.vgg16_reduced(512)["sizes"]
+    literal_300 = ssd_presets.vgg16_reduced(300)["sizes"]
+    literal_512 = ssd_presets.vgg16_reduced(512)["sizes"]
     np.testing.assert_allclose(get_scales(0.2, 0.9, 6), literal_300, atol=6e-4)
     np.testing.assert_allclose(get_scales(0.15, 0.9, 7), literal_512, atol=6e-4)
 
 
 def test_steps_follow_the_data_shape():
-    assert symbol_factory.vgg16_reduced(300)["steps"] == pytest.approx([8 / 300, 16 / 300, 32 / 300, 64 / 300,
+    assert ssd_presets.vgg16_reduced(300)["steps"] == pytest.approx([8 / 300, 16 / 300, 32 / 300, 64 / 300,
                                                                        100 / 300, 1.0])
-    assert symbol_factory.vgg16_reduced(320)["steps"] == []
+    assert ssd_presets.vgg16_reduced(320)["steps"] == []
 
 
 # --- names and attributes ------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """tools/make_synthetic.py: VOC layout, annotations that match the pixels, determinism."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -7,10 +8,10 @@ import xml.etree.ElementTree as ET
 import cv2
 import numpy as np
 import pytest
-from data_helpers import tiny_synthetic
+from data_helpers import load_script, tiny_synthetic
 
 from config.errors import UserError
-from dataset.synthetic import SHAPE_NAMES, make_synthetic
+from dataset.synthetic import SHAPE_NAMES, SynthSettings, make_synthetic
 
 
 def _tree_bytes(root: str) -> dict[str, bytes]:
@@ -94,9 +95,9 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
 
 
 def test_worker_count_does_not_change_output(tmp_path):
-    kwargs = dict(num_train=64, num_val=0, seed=5, min_side=48, max_side=64, log=None)
-    one = make_synthetic(str(tmp_path / "one"), workers=1, **kwargs)
-    two = make_synthetic(str(tmp_path / "two"), workers=2, **kwargs)
+    settings = SynthSettings(num_train=64, num_val=0, seed=5, min_side=48, max_side=64, workers=1)
+    one = make_synthetic(str(tmp_path / "one"), settings, log=None)
+    two = make_synthetic(str(tmp_path / "two"), dataclasses.replace(settings, workers=2), log=None)
     assert one.images == two.images
     assert _tree_bytes(one.out) == _tree_bytes(two.out)
 
@@ -116,9 +117,10 @@ def test_one_class_and_size_range(tmp_path):
 
 def test_bad_arguments_raise_user_error(tmp_path):
     with pytest.raises(UserError, match="--classes"):
-        make_synthetic(str(tmp_path), classes=len(SHAPE_NAMES) + 1, log=None)
+        make_synthetic(str(tmp_path), SynthSettings(classes=len(SHAPE_NAMES) + 1), log=None)
     with pytest.raises(UserError, match="--min-size"):
-        make_synthetic(str(tmp_path), min_size=0.5, max_size=0.2, log=None)
+        make_synthetic(str(tmp_path), SynthSettings(min_size=0.5, max_size=0.2), log=None)
+    assert not os.listdir(tmp_path)  # refused before anything is written
 
 
 def test_cli_writes_and_summarises(tmp_path):
@@ -134,6 +136,18 @@ def test_cli_writes_and_summarises(tmp_path):
     assert sorted(os.listdir(out / "VOCdevkit" / "VOCsynth" / "JPEGImages")) == [f"00000{i}.jpg" for i in range(1, 5)]
 
 
+def test_cli_flags_are_the_settings_fields_with_their_defaults(monkeypatch):
+    script = load_script("tools/make_synthetic")
+    args = script.parse_args(["--out", "x"])
+    assert {name: value for name, value in vars(args).items() if name != "out"} == dataclasses.asdict(SynthSettings())
+    # every flag reaches the generator, with the type of its field
+    calls = []
+    monkeypatch.setattr(script, "make_synthetic", lambda out, settings, log: calls.append((out, settings)))
+    script.main(["--out", "y", "--num-train", "7", "--max-size", "0.5", "--workers", "2", "--truncation", "0"])
+    assert calls == [("y", SynthSettings(num_train=7, max_size=0.5, workers=2, truncation=0.0))]
+    assert isinstance(calls[0][1].truncation, float) and isinstance(calls[0][1].num_train, int)
+
+
 def test_truncation_share_controls_objects_cut_by_the_border(tmp_path):
     def truncated_share(truncation):
         synth = tiny_synthetic(tmp_path / str(truncation), num_train=40, classes=3, seed=5, min_size=0.2,
@@ -145,4 +159,4 @@ def test_truncation_share_controls_objects_cut_by_the_border(tmp_path):
     assert truncated_share(0.0) == 0.0
     assert truncated_share(1.0) > 0.2
     with pytest.raises(UserError, match="--truncation"):
-        make_synthetic(str(tmp_path / "bad"), num_train=1, truncation=1.5, log=None)
+        make_synthetic(str(tmp_path / "bad"), SynthSettings(num_train=1, truncation=1.5), log=None)

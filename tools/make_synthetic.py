@@ -5,9 +5,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from config.errors import run_cli
-from dataset.synthetic import SHAPE_NAMES, make_synthetic
+from dataset.synthetic import SHAPE_NAMES, SynthSettings, make_synthetic
+
+# one flag per SynthSettings field (--num-train for num_train), in field order; the defaults are the fields'
+HELP = {
+    "classes": f"number of classes (shapes), 1..{len(SHAPE_NAMES)}",
+    "num_train": "images in train.txt",
+    "num_val": "images in val.txt (test.txt is the same)",
+    "seed": "random seed; same seed, same files",
+    "min_size": "smallest object, fraction of the image side",
+    "max_size": "largest object, fraction of the image side",
+    "min_side": "smallest image width/height in pixels",
+    "max_side": "largest image width/height in pixels",
+    "max_objects": "each image has 1..N objects",
+    "quality": "JPEG quality",
+    "truncation": "share of objects that may reach past the image border (0..1)",
+    "workers": "processes (0: one per core)",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -16,28 +33,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Writes OUT/synth.names and OUT/VOCdevkit/VOCsynth/{JPEGImages,Annotations,ImageSets/Main}.",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--classes", type=int, default=3, help=f"number of classes (shapes), 1..{len(SHAPE_NAMES)}")
-    parser.add_argument("--num-train", type=int, default=2000, help="images in train.txt")
-    parser.add_argument("--num-val", type=int, default=200, help="images in val.txt (test.txt is the same)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
-    parser.add_argument("--min-size", type=float, default=0.04, help="smallest object, fraction of the image side")
-    parser.add_argument("--max-size", type=float, default=0.70, help="largest object, fraction of the image side")
-    parser.add_argument("--min-side", type=int, default=200, help="smallest image width/height in pixels")
-    parser.add_argument("--max-side", type=int, default=500, help="largest image width/height in pixels")
-    parser.add_argument("--max-objects", type=int, default=8, help="each image has 1..N objects")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
-    parser.add_argument("--truncation", type=float, default=1.0,
-                        help="share of objects that may reach past the image border (0..1)")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    for field in dataclasses.fields(SynthSettings):
+        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
+                            help=HELP[field.name])
     return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    make_synthetic(
-        args.out, classes=args.classes, num_train=args.num_train, num_val=args.num_val, seed=args.seed,
-        min_size=args.min_size, max_size=args.max_size, min_side=args.min_side, max_side=args.max_side,
-        max_objects=args.max_objects, quality=args.quality, truncation=args.truncation, workers=args.workers or None,
-        log=lambda line: print(line, flush=True),
-    )
+    settings = SynthSettings(**{field.name: getattr(args, field.name) for field in dataclasses.fields(SynthSettings)})
+    make_synthetic(args.out, settings, log=lambda line: print(line, flush=True))
     return 0
+
+
 if __name__ == "__main__":
     run_cli(main)
