@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
            f"(default: '{SSD.lr_steps}'; Faster R-CNN: '{RCNN.lr_steps}')")
     a("--lr-factor", type=float, default=SSD.lr_factor, help="learning rate factor at each step")
     a("--warmup-epochs", type=float, default=SSD.warmup_epochs, help="linear learning-rate warm-up epochs")
+    a("--lr-schedule", choices=("step", "cosine"), default=SSD.lr_schedule,
+      help="step: multiply by --lr-factor at --lr-steps; cosine: decay to --lr-floor by the last epoch")
+    a("--lr-floor", type=float, default=SSD.lr_floor, help="the rate a cosine schedule ends at")
     add_pixel_args(p, dict(zip(("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b"),
                                SSD.mean_pixels + SSD.std_pixels)))
     a("--freeze", dest="freeze_pattern", default=SSD.freeze_pattern, help="regex of parameters to freeze")
@@ -308,6 +311,7 @@ def common_loop_settings(args: argparse.Namespace, val_path: str, class_names: l
         begin_epoch=args.begin_epoch, end_epoch=args.end_epoch, resume=str(args.resume),
         pretrained_epoch=args.epoch, frequent=args.frequent, lr=args.lr, lr_steps=args.lr_steps,
         lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd, warmup_epochs=args.warmup_epochs,
+        lr_schedule=args.lr_schedule, lr_floor=args.lr_floor,
         kv_store=args.kv_store, seed=args.seed, log_file=args.log_file or None,
         voc07_metric=args.use_voc07_metric, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
         keep=args.keep, dist_timeout=args.dist_timeout, lr_scale_workers=args.lr_scale_workers,
@@ -347,6 +351,16 @@ def check_values(args: argparse.Namespace) -> None:
     require_number("--momentum", args.momentum, 0, below=1)
     require_number("--wd", args.wd, 0)
     require_number("--warmup-epochs", args.warmup_epochs, 0)
+    require_number("--lr-floor", args.lr_floor, 0)
+    if args.lr_schedule == "cosine":
+        given = [args.spelled.get(dest, "--" + dest.replace("_", "-")) for dest in ("lr_steps", "lr_factor")
+                 if dest in args.given]
+        if given:
+            raise UserError(f"{given[0]}: applies to --lr-schedule step; a cosine schedule has no steps")
+        if args.lr is not None and args.lr_floor >= args.lr:
+            raise UserError(f"--lr-floor {args.lr_floor}: must be below --lr {args.lr}")
+    elif "lr_floor" in args.given:
+        raise UserError(f"--lr-floor {args.lr_floor}: applies to --lr-schedule cosine")
     require_number("--batch-size", args.batch_size, 1)
     require_number("--num-class", args.num_class, 1)
     require_number("--end-epoch", args.end_epoch, 1)

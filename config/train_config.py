@@ -24,7 +24,9 @@ class TrainConfig:
     ``prefix`` is the full checkpoint prefix (train.py appends ``_<network>[_<shape>]``).
     ``resume`` is an epoch, -1, or 'auto'. ``pretrained``/``pretrained_epoch``
     name the starting weights ('' to start from scratch). ``lr_steps`` is a
-    comma list of epochs at which the rate is multiplied by ``lr_factor``.
+    comma list of epochs at which the rate is multiplied by ``lr_factor``;
+    ``lr_schedule`` 'cosine' replaces the steps by a cosine decay from ``lr`` to
+    ``lr_floor`` over the epochs after the warm-up (:class:`train.schedule.EpochLRScheduler`).
     ``keep`` is how many of the newest epoch checkpoints stay on disk (0 keeps all).
     With a ``dist_*`` ``kv_store`` (README "Distributed training"): ``dist_timeout`` is the
     seconds a worker may go without finishing a batch before it stops the job (0: never),
@@ -49,6 +51,8 @@ class TrainConfig:
     momentum: float = 0.9
     wd: float = 0.0005
     warmup_epochs: float = 0.0
+    lr_schedule: str = "step"
+    lr_floor: float = 0.0
     kv_store: str = "local"
     seed: int | None = None
     log_file: str | None = None

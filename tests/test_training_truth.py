@@ -6,6 +6,7 @@ which batches of 5 do not divide: 5 batches per epoch, the last one padded).
 """
 import csv
 import logging
+import math
 import os
 import shutil
 import types
@@ -70,6 +71,36 @@ def test_lr_logged_at_each_epoch_start_is_the_schedule(synthetic_rec, tmp_path, 
     assert logged == [f"Epoch[{e}] Learning rate {lr:.8g}" for e, lr in enumerate(expected)]
     # and the progress line's batch count is the iterator's
     assert any("Batch [5/5]" in r.getMessage() for r in caplog.records)
+
+
+def cosine_rate(done: int, base: float = 0.1, floor: float = 0.001, warmup: int = 5, total: int = 20) -> float:
+    """The cosine schedule by hand: half a period from ``base`` after the warm-up to ``floor`` at the last batch."""
+    if done < warmup:
+        return base * (done + 1) / warmup
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * (done - warmup) / (total - 1 - warmup)))
+
+
+def test_cosine_schedule_hand_worked():
+    """5 batches an epoch, 4 epochs, 1 warm-up epoch: 0.02 .. 0.1, then down to the floor at batch 20."""
+    schedule = EpochLRScheduler(0.1, [], 0.1, batches_per_epoch=5, warmup_epochs=1, cosine_end_epoch=4, floor=0.001)
+    rates = [schedule(update) for update in range(1, 21)]
+    assert rates[:6] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1], rel=1e-12)
+    assert rates[-1] == pytest.approx(0.001, rel=1e-12) and rates == sorted(rates[:5]) + sorted(rates[5:])[::-1]
+    assert rates == pytest.approx([cosine_rate(done) for done in range(20)], rel=1e-12)
+    resumed = EpochLRScheduler(0.1, [], 0.1, 5, begin_epoch=2, warmup_epochs=1, cosine_end_epoch=4, floor=0.001)
+    assert [resumed(u) for u in range(1, 11)] == pytest.approx(rates[10:], rel=1e-12)
+
+
+def test_cosine_rate_logged_at_each_epoch_start(synthetic_rec, tmp_path, no_augmentation, caplog):
+    """24 images at batch 5 (the last batch padded): the rate of each epoch's first batch is the formula's."""
+    caplog.set_level(logging.INFO)
+    prefix = str(tmp_path / "ssd")
+    run_toy(synthetic_rec, prefix, 4, warmup_epochs=1, lr_schedule="cosine", lr_floor=0.001)
+    expected = [cosine_rate(5 * epoch) for epoch in range(4)]
+    assert [float(row["lr"]) for row in history(prefix)] == pytest.approx(expected, rel=1e-6)
+    logged = [r.getMessage() for r in caplog.records if "Learning rate" in r.getMessage()]
+    assert logged == [f"Epoch[{e}] Learning rate {lr:.8g}" for e, lr in enumerate(expected)]
+    assert load_run_config(prefix).lr_schedule == "cosine"
 
 
 def test_resume_on_uneven_batches_matches_a_straight_run(synthetic_rec, tmp_path, no_augmentation):

@@ -160,9 +160,8 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
             return {"prefix": config.prefix, "begin_epoch": start.begin_epoch, "end_epoch": config.end_epoch,
                     "best_map": checkpoint.best_score(config.prefix)}
 
-        lr_scheduler = make_lr_scheduler(lr, config.lr_steps, config.lr_factor,
-                                         cluster.schedule_batches(data.batches_per_epoch), start.begin_epoch,
-                                         config.warmup_epochs, logger)
+        lr_scheduler = make_lr_scheduler(config, lr, cluster.schedule_batches(data.batches_per_epoch),
+                                         start.begin_epoch, logger)
         optimizer_params = {"learning_rate": lr, "momentum": config.momentum, "wd": config.wd,
                             "lr_scheduler": lr_scheduler, "clip_gradient": fit.clip_gradient,
                             "rescale_grad": cluster.rescale_grad(fit.rescale_grad)}
