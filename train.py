@@ -82,9 +82,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_rcnn_args(parser: argparse.ArgumentParser) -> None:
     """The "Faster R-CNN" group: example/rcnn's flags, default None = the network's value."""
-    from symbol.rcnn_factory import NETWORKS
+    from symbol.registry import RCNN, get_network, network_names
 
-    per_network = {key for network in NETWORKS.values() for key in network.defaults}
+    per_network = {key for name in network_names(RCNN) for key in get_network(name).defaults}
     group = parser.add_argument_group(
         "Faster R-CNN", "for --network faster_rcnn_*; defaults are config/train_config.py's RCNNConfig "
         "and the network's own values")
@@ -386,16 +386,9 @@ def build_run(argv=None) -> tuple:
     from config.devices import parse_devices
 
     ctx = parse_devices(args.gpus, args.cpus)
-    from symbol.rcnn_factory import NETWORKS as RCNN_NETWORKS
-    from symbol.symbol_factory import NETWORKS
+    from symbol.registry import RCNN, get_network
 
-    if args.network in RCNN_NETWORKS:
-        run = rcnn_config(parser, args, ctx)
-    else:
-        if args.network not in NETWORKS:
-            known = ", ".join(sorted(NETWORKS) + sorted(RCNN_NETWORKS))
-            raise UserError(f"--network {args.network}: unknown network; known: {known}")
-        run = ssd_config(parser, args)
+    run = rcnn_config(parser, args, ctx) if get_network(args.network).family == RCNN else ssd_config(parser, args)
     require_writable_dir("--prefix", run.prefix)
     if run.log_file:
         require_writable_dir("--log", run.log_file)

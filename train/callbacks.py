@@ -1,7 +1,6 @@
 """``Module.fit`` callbacks of every run: the divergence guard and the epoch-end work."""
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 
@@ -60,7 +59,7 @@ class EpochRecorder:
     """
 
     def __init__(self, mod: mx.mod.Module, prefix: str, train_metric: mx.metric.EvalMetric,
-                 history: TrainingHistory, progress: ProgressLogger, logger: logging.Logger, keep: int = 0,
+                 history: TrainingHistory, progress: ProgressLogger, keep: int = 0,
                  scored_by_fit: bool = False, validate: Callable[[mx.mod.Module], float] | None = None,
                  writer: bool = True, save_states: bool = True):
         self.writer = writer
@@ -71,7 +70,7 @@ class EpochRecorder:
         self.keep = keep
         self.train_metric = train_metric
         self.history = history
-        self.logger = logger
+        self.logger = progress.logger
         self.scored_by_fit = scored_by_fit
         self.validate = validate
         best = checkpoint.best_score(prefix)

@@ -177,7 +177,7 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
                               update_on_kvstore=cluster.update_on_kvstore)
         train_metric = family.train_metric()
         history = TrainingHistory(config.prefix, start.begin_epoch)
-        recorder = EpochRecorder(mod, config.prefix, train_metric, history, progress, logger, keep=config.keep,
+        recorder = EpochRecorder(mod, config.prefix, train_metric, history, progress, keep=config.keep,
                                  scored_by_fit=validation.data is not None, validate=validation.score,
                                  writer=cluster.writer, save_states=not cluster.update_on_kvstore)
         cluster.start_watchdog(config.dist_timeout)

@@ -27,7 +27,8 @@ from evaluate import checkpoint
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
 from symbol.proposal_target import reset_seeded_streams
-from symbol.rcnn_factory import fixed_param_names, get_network, get_rcnn_train, rcnn_initializer
+from symbol.rcnn_factory import fixed_param_names, get_rcnn_train, rcnn_initializer
+from symbol.registry import RCNN, get_network
 from train.distributed import Cluster, batches_per_worker
 from train.engine import Family, FitSettings, Start, TrainData, Validation, run_training
 from train.logs import devices_label
@@ -68,7 +69,7 @@ class RCNNFamily(Family):
 
     def prepare(self, cluster: Cluster, logger: logging.Logger) -> tuple[mx.sym.Symbol, dict]:
         cfg = self.config
-        get_network(cfg.network)  # an unknown name is a one-line error before anything is read
+        get_network(cfg.network, RCNN)  # an unknown name is a one-line error before anything is read
         if cfg.num_classes < 1:
             raise UserError(f"--num-class {cfg.num_classes}: need at least one object class")
         if cfg.val_path and not os.path.isfile(cfg.val_path):
