@@ -11,12 +11,13 @@ The outcome of a command line:
 
 * train.py: ``build_run(argv)``: ``dataclasses.asdict(config)`` and the contexts (nothing is trained).
 * evaluate.py / demo.py: ``main(argv)`` run in-process with recorders at the model boundary: the
-  ``InferenceSettings`` that ``resolve_inference`` returned, every call to ``evaluate_net`` /
-  ``evaluate_rcnn`` (evaluate.py) or to ``load_test_model``, ``Detector``, ``load_rcnn_weights``,
-  ``RCNNImageDetector`` and the detector's ``timed_detect`` (demo.py), with their arguments, and what the
-  script printed and wrote. SSD calls on CPU contexts run for real on a copy of the ``trained_toy``
-  checkpoint (and its tools/deploy.py model); Faster R-CNN runs are a saved ``RCNNConfig`` without
-  weights (resolution comes before loading), so their model calls return fixed results. Whether the
+  ``InferenceSettings`` that ``resolve_inference`` returned, every call to ``evaluate_model`` and to the
+  detection sources it opens, ``SSDSource`` / ``RCNNSource`` (evaluate.py), or to ``load_test_model``,
+  ``Detector``, ``load_rcnn_weights``, ``RCNNImageDetector`` and the detector's ``timed_detect`` (demo.py),
+  with their arguments, and what the script printed and wrote. SSD calls on CPU contexts run for real on a
+  copy of the ``trained_toy`` checkpoint (and its tools/deploy.py model); Faster R-CNN runs are a saved
+  ``RCNNConfig`` without weights (resolution comes before loading), so their model calls return fixed
+  results (evaluate.py then scores those for real). Whether the
   evaluator honours what it is given is tested elsewhere: tests/test_scripts.py
   (test_evaluate_metric_flags: --no-voc07, --use-difficult, --num-batch; --plot-pr; --coco; --deploy),
   tests/test_rcnn_train.py (Faster R-CNN evaluate and demo).
@@ -141,6 +142,10 @@ TRAIN_FLAGS = [
     row("--lr-decay-epoch 3", both=C),
     row("--lr-factor 0.5", both=C),
     row("--warmup-epochs 1", both=C),
+    row("--lr-schedule cosine", both=C),
+    row("--lr-steps 3", base="--lr-schedule cosine", both=E),
+    row("--lr-floor 0.0001", base="--lr-schedule cosine", both=C),
+    row("--lr-floor 0.0001", both=E),
     *[row(f"--{stat}-{channel} 2", ssd=C, rcnn=E) for stat in ("mean", "std") for channel in "rgb"],
     row("--freeze ^conv", base="--pretrained {tmp}/vgg16_reduced", ssd=C),
     row("--freeze ^conv", ssd=E, rcnn=E),
@@ -478,20 +483,21 @@ class Recorder:
 
 
 def on_gpu(arguments: dict) -> bool:
-    """A simulated GPU context among the call's arguments: mxnet here cannot run it."""
-    contexts = arguments.get("ctx")
+    """A simulated GPU context among the call's arguments (or its ``settings``): mxnet here cannot run it."""
+    contexts = arguments["settings"].ctx if "settings" in arguments else arguments.get("ctx")
     contexts = contexts if isinstance(contexts, (list, tuple)) else [contexts]
     return any(isinstance(ctx, mx.Context) and ctx.device_type == "gpu" for ctx in contexts)
 
 
-def fixed_scores(arguments: dict, class_names_key: str = "class_names") -> dict:
-    """The evaluators' result for :func:`fixed_detections` against one made-up label."""
-    from evaluate.evaluate_rcnn import score_detections
+class StandInSource:
+    """evaluate.py's detection source interface (:class:`evaluate.evaluation.RCNNSource`), finding
+    :func:`fixed_detections` in one image with one made-up label."""
 
-    labels = [np.array([[0, 2, 2, 30, 30, 0], [1, 50, 50, 60, 60, 1]], dtype=np.float32)]
-    result = score_detections(fixed_detections(), labels, arguments[class_names_key],
-                              arguments["voc07_metric"], arguments["ovp_thresh"], arguments["use_difficult"])
-    return {**result, "images": 1}
+    engine = ""
+
+    def images(self):
+        labels = np.array([[0, 2, 2, 30, 30, 0], [1, 50, 50, 60, 60, 1]], dtype=np.float32)
+        return iter([(fixed_detections()[0], labels)])
 
 
 class StandInDetector:
@@ -572,14 +578,15 @@ def check_script_row(script: str, item: Row, family: str, expect: str, baseline:
 # --- evaluate.py ----------------------------------------------------------------------------------------
 @pytest.fixture
 def evaluate_trace(monkeypatch) -> list:
-    """evaluate.py's recorded calls: settings, evaluate_net (for real on CPU), evaluate_rcnn (stand-in)."""
-    import evaluate.evaluate_net as evaluate_net_module
-    import evaluate.evaluate_rcnn as evaluate_rcnn_module
+    """evaluate.py's recorded calls: settings, evaluate_model (for real), the SSD source (for real on CPU)
+    and the Faster R-CNN source (stand-in)."""
+    import evaluate.evaluation as evaluation
 
     trace: list = []
     record_settings(monkeypatch, trace)
-    Recorder(monkeypatch, evaluate_net_module, "evaluate_net", trace, fake=fixed_scores, use_fake=on_gpu)
-    Recorder(monkeypatch, evaluate_rcnn_module, "evaluate_rcnn", trace, fake=fixed_scores, use_fake=lambda _: True)
+    Recorder(monkeypatch, evaluation, "evaluate_model", trace, fake=None, use_fake=lambda _: False)
+    Recorder(monkeypatch, evaluation, "SSDSource", trace, fake=lambda _: StandInSource(), use_fake=on_gpu)
+    Recorder(monkeypatch, evaluation, "RCNNSource", trace, fake=lambda _: StandInSource(), use_fake=lambda _: True)
     return trace
 
 
