@@ -27,7 +27,8 @@ class TrainConfig:
     comma list of epochs at which the rate is multiplied by ``lr_factor``;
     ``lr_schedule`` 'cosine' replaces the steps by a cosine decay from ``lr`` to
     ``lr_floor`` over the epochs after the warm-up (:class:`train.schedule.EpochLRScheduler`).
-    ``keep`` is how many of the newest epoch checkpoints stay on disk (0 keeps all).
+    ``ema`` > 0 validates and saves an exponential moving average of the weights with that
+    decay (:mod:`train.ema`). ``keep`` is how many of the newest epoch checkpoints stay on disk (0 keeps all).
     With a ``dist_*`` ``kv_store`` (README "Distributed training"): ``dist_timeout`` is the
     seconds a worker may go without finishing a batch before it stops the job (0: never),
     and ``lr_scale_workers`` multiplies ``lr`` by the number of workers (linear scaling).
@@ -53,6 +54,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     lr_schedule: str = "step"
     lr_floor: float = 0.0
+    ema: float = 0.0
     kv_store: str = "local"
     seed: int | None = None
     log_file: str | None = None

@@ -146,6 +146,8 @@ TRAIN_FLAGS = [
     row("--lr-steps 3", base="--lr-schedule cosine", both=E),
     row("--lr-floor 0.0001", base="--lr-schedule cosine", both=C),
     row("--lr-floor 0.0001", both=E),
+    row("--ema 0.99", both=C),
+    row("--ema 1", both=E),
     *[row(f"--{stat}-{channel} 2", ssd=C, rcnn=E) for stat in ("mean", "std") for channel in "rgb"],
     row("--freeze ^conv", base="--pretrained {tmp}/vgg16_reduced", ssd=C),
     row("--freeze ^conv", ssd=E, rcnn=E),

@@ -80,6 +80,9 @@ class EpochRecorder:
     def epoch_end(self, epoch: int, symbol, arg_params, aux_params) -> None:
         if not self.writer:
             return
+        average = getattr(self.mod, "weight_average", None)
+        if average is not None:  # validate, keep and save the average (train.ema); _finish puts the raw back
+            arg_params, aux_params = average.swap_in()
         # the rate the optimizer used for the epoch's first batch
         self._row = {"epoch": epoch + 1, "lr": f"{self.progress.epoch_lr.get(epoch, float('nan')):.8g}"}
         for name, value in self.train_metric.get_global_name_value():
@@ -117,3 +120,5 @@ class EpochRecorder:
         self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
         for removed in checkpoint.prune_checkpoints(self.prefix, self.keep):
             self.logger.info("Pruned epoch %d (--keep %d)", removed, self.keep)
+        if getattr(self.mod, "weight_average", None) is not None:
+            self.mod.weight_average.swap_out()

@@ -174,7 +174,7 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
         mod = ResumableModule(symbol, data_names=fit.data_names, label_names=fit.label_names, logger=logger,
                               context=ctx, fixed_param_names=start.frozen or None, optimizer_states=states_file,
                               batch_begin_callback=progress.batch_begin,
-                              update_on_kvstore=cluster.update_on_kvstore)
+                              update_on_kvstore=cluster.update_on_kvstore, ema_decay=config.ema)
         train_metric = family.train_metric()
         history = TrainingHistory(config.prefix, start.begin_epoch)
         recorder = EpochRecorder(mod, config.prefix, train_metric, history, progress, keep=config.keep,
@@ -183,7 +183,7 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
         cluster.start_watchdog(config.dist_timeout)
         mod.fit(
             batches, validation.data, eval_metric=train_metric, validation_metric=validation.metric,
-            batch_end_callback=[DivergenceGuard(mod, config.prefix), progress, cluster.beat],
+            batch_end_callback=[DivergenceGuard(mod, config.prefix), mod.average_weights, progress, cluster.beat],
             epoch_end_callback=epoch_end_callback(cluster, mod, recorder.epoch_end, logger),
             eval_end_callback=recorder.eval_end if validation.data is not None else None,
             eval_batch_end_callback=cluster.beat if validation.data is not None else None,
