@@ -18,9 +18,9 @@ import sys
 import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.cli import ArgumentParser, add_pixel_args, parse_known_given, refuse_given, require_writable_dir
 from config.defaults import DEMO as D
-from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
 from config.fileio import atomic_write, commit, temporary_path
+from config.train_config import RCNNConfig
 from evaluate.evaluate_rcnn import add_rcnn_test_args
 
 LOSSLESS_EXTENSIONS = (".png", ".bmp")
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--prefix", default=None,
       help=f"model prefix: the run's <prefix>-ssd.json / -rcnn.json supplies the other settings; a trailing "
            f"'_' appends <network>_<data-shape>, for Faster R-CNN <network> "
-           f"(SSD: {D['prefix']}, Faster R-CNN: {RCNN_TRAIN['prefix']}_)")
+           f"(SSD: {D['prefix']}, Faster R-CNN: {RCNNConfig.prefix}_)")
     a("--cpu", action="store_true", help="use the CPU")
     a("--gpu", dest="gpu_id", type=int, default=None, help="GPU id (default: GPU 0 if mxnet has CUDA, else CPU)")
     a("--data-shape", type=int, default=D["data_shape"], help="input side length")
@@ -245,7 +245,7 @@ def load_detector(settings, args: argparse.Namespace, ctx):
         arg_params, aux_params = load_rcnn_weights(settings.rcnn, settings.prefix, args.epoch, settings.num_classes)
         return RCNNImageDetector(settings.rcnn, settings.num_classes, arg_params, aux_params, ctx)
     from evaluate.detector import Detector
-    from evaluate.evaluate_net import load_test_model
+    from evaluate.ssd_model import load_test_model
 
     symbol, arg_params, aux_params = load_test_model(
         settings.network, settings.prefix, args.epoch, settings.data_shape, settings.num_classes,
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
 
         settings, detector = onnx_settings(args.onnx), OnnxDetector(args.onnx, batch_size=args.batch_size)
     else:
-        settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
+        settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNNConfig.prefix + "_")
         detector = load_detector(settings, args, ctx)
     if paths is None:
         run_stream(detector, capture, args, settings.class_names)

@@ -13,6 +13,7 @@ Faster R-CNN rebuilds the run's test graph and preprocessing from
 refused for it (and the R-CNN test flags for SSD).
 """
 import argparse
+import dataclasses
 import logging
 import os
 
@@ -27,8 +28,8 @@ from config.cli import (
     require_writable_dir,
 )
 from config.defaults import EVALUATE as D
-from config.defaults import RCNN_TRAIN
 from config.errors import UserError, run_cli
+from config.train_config import RCNNConfig
 from evaluate.evaluate_rcnn import add_rcnn_test_args
 
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--prefix", default=None,
       help=f"model prefix: the run's <prefix>-ssd.json / -rcnn.json supplies the other settings; a trailing "
            f"'_' appends <network>_<data-shape>, for Faster R-CNN <network> "
-           f"(SSD: {D['prefix']}, Faster R-CNN: {RCNN_TRAIN['prefix']}_)")
+           f"(SSD: {D['prefix']}, Faster R-CNN: {RCNNConfig.prefix}_)")
     add_device_args(p)
     a("--cpu", action="store_true", help="use the CPU (same as --gpus '')")
     a("--data-shape", type=int, default=D["data_shape"], help="input side length")
@@ -78,26 +79,17 @@ def format_ap_table(aps: dict, mean_ap: float) -> str:
     return "\n".join(lines)
 
 
-def evaluate_model(settings, args: argparse.Namespace, ctx: list) -> dict:
-    """Score the checkpoint ``settings`` describes on ``--rec-path``."""
-    if settings.is_rcnn:
-        from evaluate.evaluate_rcnn import evaluate_rcnn
-        from evaluate.run_settings import refuse_multi_device
+def eval_settings(model, args: argparse.Namespace, ctx: list):
+    """The :class:`evaluate.evaluation.EvalSettings` of the parsed flags for ``model``
+    (an :class:`evaluate.run_settings.InferenceSettings`)."""
+    from evaluate.evaluation import EvalSettings
+    from evaluate.scoring import MetricOptions
 
-        refuse_multi_device(ctx, "--gpus" if "gpus" in args.given else "--cpus")
-        return evaluate_rcnn(settings.rcnn, settings.prefix, args.epoch, args.rec_path, settings.num_classes,
-                             ctx[0], settings.class_names, args.use_voc07_metric, args.overlap_thresh,
-                             args.use_difficult, num_images=args.num_batch)
-    from evaluate.evaluate_net import evaluate_net
-
-    return evaluate_net(
-        settings.network, args.rec_path, settings.num_classes, settings.mean_pixels, settings.data_shape,
-        settings.prefix, args.epoch, ctx, batch_size=args.batch_size, path_imglist=args.list_path,
-        nms_thresh=settings.nms_thresh, force_nms=settings.force_suppress, ovp_thresh=args.overlap_thresh,
-        use_difficult=args.use_difficult, class_names=settings.class_names, voc07_metric=args.use_voc07_metric,
-        num_batch=args.num_batch, deploy_net=args.deploy_net, std_pixels=settings.std_pixels,
-        nms_topk=settings.nms_topk, label_pad_width=settings.label_width, coco=args.coco,
-    )
+    options = MetricOptions(voc07=args.use_voc07_metric, ovp_thresh=args.overlap_thresh,
+                            use_difficult=args.use_difficult, coco=args.coco)
+    return EvalSettings(model, args.rec_path, epoch=args.epoch, ctx=ctx, batch_size=args.batch_size,
+                        list_path=args.list_path, num_batch=args.num_batch, deploy=args.deploy_net, metric=options,
+                        pr_dir=args.plot_pr)
 
 
 def main(argv=None) -> None:
@@ -127,23 +119,25 @@ def main(argv=None) -> None:
     if args.plot_pr:
         require_writable_dir("--plot-pr", os.path.join(args.plot_pr, "pr.png"))
     if args.onnx:  # the model's metadata, not a run config, describes it
-        from evaluate.onnx_detector import evaluate_onnx, onnx_settings
+        from evaluate.onnx_detector import onnx_settings
 
-        settings = onnx_settings(args.onnx)
-        result = evaluate_onnx(args.onnx, args.rec_path, settings, args.batch_size, args.list_path,
-                               args.overlap_thresh, args.use_difficult, args.use_voc07_metric, args.num_batch,
-                               args.label_width if "label_width" in args.given else None)
+        model = onnx_settings(args.onnx)
+        if "label_width" in args.given:
+            model = dataclasses.replace(model, label_width=args.label_width)
     else:
-        settings = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNN_TRAIN["prefix"] + "_")
-        result = evaluate_model(settings, args, ctx)
+        model = resolve_inference(parser, args, D["prefix"], D["class_names"], RCNNConfig.prefix + "_")
+        if model.is_rcnn:
+            from evaluate.run_settings import refuse_multi_device
+
+            refuse_multi_device(ctx, "--gpus" if "gpus" in args.given else "--cpus")
+    from evaluate.evaluation import evaluate_model
+
+    result = evaluate_model(eval_settings(model, args, ctx))
     print(format_ap_table(result["aps"], result["mAP"]))
     if "coco" in result:
         print("COCO: " + ", ".join(f"{name} {value:.4f}" for name, value in result["coco"].items()))
     if args.plot_pr:
-        from evaluate.pr_curve import plot_pr_curves
-
-        paths = plot_pr_curves(result["metric"].pr_curves(), args.plot_pr)
-        print(f"precision-recall curves: {len(paths)} PNG files in {args.plot_pr}")
+        print(f"precision-recall curves: {len(result['pr_files'])} PNG files in {args.plot_pr}")
 
 
 if __name__ == "__main__":

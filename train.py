@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr-scale-workers", action="store_true",
       help="dist_* kvstores: multiply --lr by the number of workers (the global batch is workers x --batch-size)")
     a("--cls-loss", choices=("softmax", "focal"), default=SSD.cls_loss, help="classification loss")
+    a("--anchor-sizes", default=None, metavar="LISTS",
+      help="SSD anchor sizes per feature layer as fractions of the input, e.g. '[[.1,.141],[.2,.272],...]' "
+           "(default: the network's preset; tools/fit_anchors.py proposes them for your data)")
+    a("--anchor-ratios", default=None, metavar="LISTS",
+      help="SSD anchor aspect ratios per feature layer (or one list for all), e.g. '[[1,2,.5],...]'")
     a("--augment", choices=tuple(TRAIN_AUGMENTATIONS), default=SSD.augment,
       help="SSD training augmentation: the original's crop/pad/jitter/mirror, mirror only, or none")
     a("--seed", type=int, default=None,
@@ -232,6 +237,7 @@ SSD_ONLY = {
     "label_width": "", "nms_thresh": "use --rpn-nms-thresh", "nms_topk": "use --rpn-post-nms-topk",
     "force_nms": "", "train_list": "the labels come from the .rec", "val_list": "the labels come from the .rec",
     "finetune": "pass the checkpoint's .params file as --pretrained", "num_example": "it counts the images itself",
+    "anchor_sizes": "use --rpn-anchor-scales", "anchor_ratios": "use --rpn-anchor-ratios",
 }
 
 
@@ -335,6 +341,7 @@ def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
     refuse_given(parser, args, ["val_list"] if not val_path else [], "there is no --val-path")
     class_names = parse_class_names(args.class_names, args.num_class, default=VOC_CLASSES)
     mean_pixels, std_pixels = pixel_stats(args)
+    prefix = f"{args.prefix}_{args.network}_{args.data_shape}"
     return SSDConfig(
         network=args.network, batch_size=args.batch_size, data_shape=args.data_shape, mean_pixels=tuple(mean_pixels),
         std_pixels=tuple(std_pixels), label_width=args.label_width, train_list=args.train_list,
@@ -342,8 +349,28 @@ def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
         freeze_pattern=args.freeze_pattern, num_example=args.num_example, nms_thresh=args.nms_thresh,
         force_suppress=args.force_nms, nms_topk=args.nms_topk, iter_monitor=args.monitor,
         monitor_pattern=args.monitor_pattern, cls_loss=args.cls_loss, augment=args.augment,
-        prefix=f"{args.prefix}_{args.network}_{args.data_shape}", **common_loop_settings(args, val_path, class_names),
+        graph_overrides=anchor_overrides(args, prefix), prefix=prefix,
+        **common_loop_settings(args, val_path, class_names),
     )
+
+
+def anchor_overrides(args: argparse.Namespace, prefix: str) -> dict | None:
+    """The graph overrides of ``--anchor-sizes/--anchor-ratios``; a resumed or finetuned run keeps those of its
+    saved run config for what is not given (so that ``--resume auto`` needs no other flag). None: the preset."""
+    from config.run_config import load_run_config
+    from evaluate.anchor_fit import check_anchor_lists, parse_anchor_list  # mxnet loads late: --help stays fast
+
+    overrides = {}
+    if str(args.resume).strip() not in ("-1", "0", "") or args.finetune > 0:
+        saved = load_run_config(prefix)
+        overrides = dict(getattr(saved, "graph_overrides", None) or {})
+    for key in ("sizes", "ratios"):
+        text = getattr(args, f"anchor_{key}")
+        if text is not None:
+            overrides[key] = parse_anchor_list(f"--anchor-{key}", text)
+    if "sizes" in overrides or "ratios" in overrides:
+        check_anchor_lists(args.network, args.data_shape, overrides.get("sizes"), overrides.get("ratios"))
+    return overrides or None
 
 
 def check_values(args: argparse.Namespace) -> None:

@@ -3,8 +3,10 @@
 The run's :class:`config.train_config.RCNNConfig` comes from
 ``<prefix>-rcnn.json`` (:mod:`evaluate.run_settings`, written by train.py),
 so the test graph and the preprocessing are the training run's.
-Scores use the SSD metrics (:class:`evaluate.eval_metric.VOC07MApMetric` /
-``MApMetric``) on normalised boxes, so both families print the same table.
+evaluate.py scores it through :func:`evaluate.evaluation.evaluate_model`
+(:class:`evaluate.evaluation.RCNNSource`), with the scorer SSD uses
+(:func:`evaluate.scoring.score_images`) on normalised boxes, so both families
+print the same table.
 
 Fix: the original ``test.py`` ran on the CPU with ``--gpu 0``
 (``mx.cpu() if not args.gpu``); here the model runs on the context given.
@@ -13,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import os
 import time
 from collections.abc import Sequence
 
 import mxnet as mx
 import numpy as np
 
-from config.errors import UserError
 from config.train_config import RCNNConfig
 from dataset.rcnn_loader import preprocess, resize_scale
-from dataset.recordio import scan_labels
+from evaluate import scoring
 from evaluate.checkpoint import check_params_fit, load_checkpoint, params_path
-from evaluate.eval_metric import MApMetric, VOC07MApMetric
-from evaluate.rcnn_detect import RCNNDetector, detect_rec, update_metric
+from evaluate.rcnn_detect import RCNNDetector
+from evaluate.scoring import MetricOptions
 from symbol.rcnn_factory import get_rcnn_test
 
 
@@ -65,43 +64,14 @@ def score_detections(
     detections: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str] | None = None,
     voc07_metric: bool = True, ovp_thresh: float = 0.5, use_difficult: bool = False,
 ) -> dict:
-    """``{'aps': {class name: AP}, 'mAP', 'metric'}`` of per-image detections and labels.
+    """``{'aps': {class name: AP}, 'mAP', 'metric', 'images'}`` of per-image detections and labels
+    (:func:`evaluate.scoring.score_images` on the pairs).
 
     Both are lists of normalised [n, 6] arrays, as :func:`evaluate.rcnn_detect.detect_rec`
     returns them: detections ``[cls, score, x1, y1, x2, y2]``, labels ``[cls, x1, y1, x2, y2, difficult]``.
     """
-    metric_cls = VOC07MApMetric if voc07_metric else MApMetric
-    metric = metric_cls(ovp_thresh, use_difficult, list(class_names) if class_names else None, pred_idx=0)
-    update_metric(metric, detections, labels)
-    names, values = metric.get()
-    aps = {name: float(value) for name, value in zip(names, values) if name != "mAP"}
-    return {"aps": aps, "mAP": float(values[-1]), "metric": metric}
-
-
-def evaluate_rcnn(
-    cfg: RCNNConfig, prefix: str, epoch: int, rec_path: str, num_classes: int,
-    ctx: mx.Context | Sequence[mx.Context] = mx.cpu(), class_names: Sequence[str] | None = None,
-    voc07_metric: bool = True, ovp_thresh: float = 0.5, use_difficult: bool = False,
-    num_images: int | None = None,
-) -> dict:
-    """Score checkpoint ``prefix-epoch`` on ``rec_path`` (its first ``num_images`` if given).
-
-    ``cfg`` is the run's config with any test overrides (see :func:`inference_config`).
-    Returns ``{'aps', 'mAP', 'metric', 'seconds', 'images'}`` like
-    :func:`evaluate.evaluate_net.evaluate_net`.
-    """
-    if not os.path.isfile(rec_path):
-        raise UserError(f"--rec-path {rec_path}: file not found")
-    args, auxs = load_rcnn_weights(cfg, prefix, epoch, num_classes)
-    scan_labels(rec_path, num_classes=num_classes)
-    tic = time.time()
-    detections, labels = detect_rec((args, auxs), rec_path, cfg, num_classes, ctx, num_images)
-    elapsed = time.time() - tic
-    logging.getLogger().info("Evaluated %d images in %.1f s (%.1f images/sec)", len(detections), elapsed,
-                             len(detections) / max(elapsed, 1e-9))
-    result = score_detections(detections, labels, class_names, voc07_metric, ovp_thresh, use_difficult)
-    result.update(seconds=elapsed, images=len(detections))
-    return result
+    options = MetricOptions(voc07=voc07_metric, ovp_thresh=ovp_thresh, use_difficult=use_difficult)
+    return scoring.score_images(zip(detections, labels), options, class_names)
 
 
 class RCNNImageDetector:

@@ -4,16 +4,14 @@ The model carries what it needs in its metadata (network, input size, classes, p
 NMS settings): :func:`onnx_settings` turns it into the :class:`~evaluate.run_settings.InferenceSettings`
 the scripts use for checkpoints, so the flags that would set those are refused with ``--onnx``
 (:func:`refuse_with_onnx`). Preprocessing is :class:`evaluate.detector.Detector`'s, and evaluation
-goes through the one scoring loop (:func:`evaluate.scoring.score_unpadded`), so an ONNX model and its
+goes through the one scoring path (:class:`evaluate.evaluation.OnnxSource`), so an ONNX model and its
 checkpoint are scored identically.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import time
 
 import numpy as np
 
@@ -74,11 +72,11 @@ def onnx_settings(path: str) -> InferenceSettings:
         prefix=path, network=meta["network"], num_classes=int(meta["num_classes"]), class_names=meta["class_names"],
         data_shape=int(meta["data_shape"]), mean_pixels=tuple(meta["mean_pixels"]),
         std_pixels=tuple(meta["std_pixels"]), nms_thresh=float(meta["nms_thresh"]), nms_topk=int(meta["nms_topk"]),
-        force_suppress=bool(meta["force_suppress"]), label_width=int(meta["label_width"]))
+        force_suppress=bool(meta["force_suppress"]), label_width=int(meta["label_width"]), onnx=True)
 
 
 class OnnxModule:
-    """The part of ``mx.mod.Module`` that :func:`evaluate.scoring.score_unpadded` uses, over onnxruntime."""
+    """The part of ``mx.mod.Module`` that :func:`evaluate.scoring.module_images` uses, over onnxruntime."""
 
     def __init__(self, session):
         self.session = session
@@ -108,34 +106,3 @@ class OnnxDetector(ImageDetector):
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         return self.module.run(batch)
-
-
-def evaluate_onnx(path: str, path_imgrec: str, settings: InferenceSettings, batch_size: int = 32,
-                  path_imglist: str = "", ovp_thresh: float = 0.5, use_difficult: bool = False,
-                  voc07_metric: bool = True, num_batch: int | None = None, label_pad_width: int | None = None) -> dict:
-    """VOC mAP of an exported model on ``path_imgrec``: the dict of :func:`evaluate.evaluate_net.evaluate_net`."""
-    from config.augmentation import VALIDATION
-    from dataset.iterator import DetRecordIter
-    from dataset.recordio import scan_labels
-    from evaluate.eval_metric import MApMetric, VOC07MApMetric
-    from evaluate.scoring import score_unpadded
-
-    if not os.path.isfile(path_imgrec):
-        raise UserError(f"--rec-path {path_imgrec}: file not found")
-    session, _ = open_session(path)
-    scan_labels(path_imgrec, path_imglist, settings.num_classes)
-    shape = settings.data_shape
-    eval_iter = DetRecordIter(path_imgrec, batch_size, (3, shape, shape), mean_pixels=settings.mean_pixels,
-                              std_pixels=settings.std_pixels,
-                              label_pad_width=label_pad_width if label_pad_width is not None else settings.label_width,
-                              path_imglist=path_imglist, **VALIDATION)
-    metric = (VOC07MApMetric if voc07_metric else MApMetric)(ovp_thresh, use_difficult, settings.class_names,
-                                                             pred_idx=0)
-    tic = time.time()
-    images = score_unpadded(OnnxModule(session), eval_iter, [metric], num_batch)
-    elapsed = time.time() - tic
-    logging.getLogger().info("Evaluated %d images in %.1f s (%.1f images/sec, onnxruntime)", images, elapsed,
-                             images / max(elapsed, 1e-9))
-    names, values = metric.get()
-    aps = {name: float(value) for name, value in zip(names, values) if name != "mAP"}
-    return {"aps": aps, "mAP": float(values[-1]), "metric": metric, "seconds": elapsed, "images": images}

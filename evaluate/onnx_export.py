@@ -255,7 +255,7 @@ def export_onnx(prefix: str, epoch: int, out: str) -> str:
 
     from config.fileio import atomic_write
     from config.run_config import load_fp32_ssd_run
-    from evaluate.evaluate_net import load_test_model
+    from evaluate.ssd_model import load_test_model
 
     run = load_fp32_ssd_run(prefix, "tools/export_onnx.py")
     symbol, arg_params, aux_params = load_test_model(run.network, prefix, epoch, run.data_shape, run.num_classes,

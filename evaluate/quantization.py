@@ -136,7 +136,7 @@ def quantize(prefix: str, epoch: int, calib_rec: str, calib_mode: str = "naive",
     from config.run_config import load_fp32_ssd_run, save_run_config
     from dataset.iterator import DetRecordIter
     from evaluate.checkpoint import save_params
-    from evaluate.evaluate_net import load_test_model
+    from evaluate.ssd_model import load_test_model
 
     run = load_fp32_ssd_run(prefix, "tools/quantize.py")
     if calib_mode not in CALIB_MODES:

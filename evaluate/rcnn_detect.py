@@ -13,13 +13,14 @@ the CPU with ``--gpu 0``; :class:`RCNNDetector` binds on the context it is given
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import mxnet as mx
 import numpy as np
 
 from dataset.bbox import bbox_pred, clip_boxes, nms
 from dataset.rcnn_loader import TestLoader
+from evaluate.scoring import image_rows, update_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,6 @@ def normalise_boxes(detections: np.ndarray, height: int, width: int) -> np.ndarr
     return out
 
 
-def pad_rows(rows: np.ndarray, width: int = 6) -> np.ndarray:
-    """[n, width] -> [1, max(n, 1), width]: one image for an SSD-style metric, -1 row when empty."""
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, width)
-    return rows[None] if rows.shape[0] else np.full((1, 1, width), -1.0)
-
-
 class RCNNDetector:
     """The test graph bound for inference on one device.
 
@@ -123,6 +118,41 @@ class RCNNDetector:
                          self.nms_thresh, self.conf_thresh, self.max_per_image)
 
 
+def rcnn_images(
+    model: RCNNDetector | mx.mod.BaseModule | tuple[dict, dict],
+    rec_path: str,
+    cfg,
+    num_classes: int,
+    ctx: mx.Context | Sequence[mx.Context] = mx.cpu(),
+    num_images: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Faster R-CNN's detections: ``(detections [n, 6], labels [m, 6])`` per image of ``rec_path``
+    (its first ``num_images`` if given), in record order.
+
+    ``model`` is a ready :class:`RCNNDetector`, a module (e.g. the training
+    one: its parameters are copied into the test graph) or ``(arg_params,
+    aux_params)``; ``cfg`` is the run's config made ready for testing
+    (``evaluate.evaluate_rcnn.inference_config``). Detections are normalised
+    ``[cls, score, x1, y1, x2, y2]``, labels the normalised ground truth
+    ``[cls, x1, y1, x2, y2, difficult]``: what :func:`evaluate.scoring.score_images` takes.
+    """
+    if isinstance(model, RCNNDetector):
+        detector = model
+    else:
+        arg_params, aux_params = model.get_params() if isinstance(model, mx.mod.BaseModule) else model
+        detector = RCNNDetector.from_config(cfg, num_classes, arg_params, aux_params, ctx)
+    loader = TestLoader.from_config(rec_path, cfg)
+    count = 0
+    for batch in loader:
+        if num_images is not None and count >= num_images:
+            break
+        dets = detector.detect(batch.data[0].as_in_context(detector.ctx), batch.data[1].as_in_context(detector.ctx))
+        gt = batch.label[0].asnumpy()[0]
+        count += 1
+        yield normalise_boxes(dets, *batch.orig_shape), gt[gt[:, 0] >= 0]
+    logger.info("%s: detected %d images", rec_path, count)
+
+
 def detect_rec(
     model: RCNNDetector | mx.mod.BaseModule | tuple[dict, dict],
     rec_path: str,
@@ -131,33 +161,13 @@ def detect_rec(
     ctx: mx.Context | Sequence[mx.Context] = mx.cpu(),
     num_images: int | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Detect every image of ``rec_path`` (or the first ``num_images``).
-
-    ``model`` is a ready :class:`RCNNDetector`, a module (e.g. the training
-    one: its parameters are copied into the test graph) or ``(arg_params,
-    aux_params)``. Returns per image the normalised detections [n, 6] and the
-    normalised ground truth [m, 6] ``[cls, x1, y1, x2, y2, difficult]``; feed
-    them to an SSD-style metric with :func:`update_metric`.
-    """
-    if isinstance(model, RCNNDetector):
-        detector = model
-    else:
-        arg_params, aux_params = model.get_params() if isinstance(model, mx.mod.BaseModule) else model
-        detector = RCNNDetector.from_config(cfg, num_classes, arg_params, aux_params, ctx)
-    loader = TestLoader.from_config(rec_path, cfg)
-    detections, labels = [], []
-    for count, batch in enumerate(loader):
-        if num_images is not None and count >= num_images:
-            break
-        dets = detector.detect(batch.data[0].as_in_context(detector.ctx), batch.data[1].as_in_context(detector.ctx))
-        detections.append(normalise_boxes(dets, *batch.orig_shape))
-        gt = batch.label[0].asnumpy()[0]
-        labels.append(gt[gt[:, 0] >= 0])
-    logger.info("%s: detected %d images", rec_path, len(detections))
-    return detections, labels
+    """:func:`rcnn_images` as two lists: the detections [n, 6] and the labels [m, 6] of every image."""
+    pairs = list(rcnn_images(model, rec_path, cfg, num_classes, ctx, num_images))
+    return [dets for dets, _ in pairs], [gt for _, gt in pairs]
 
 
 def update_metric(metric: mx.metric.EvalMetric, detections: list[np.ndarray], labels: list[np.ndarray]) -> None:
-    """Feed per-image detections/labels (as from :func:`detect_rec`) to a metric reading ``preds[0]``."""
+    """Feed per-image detections/labels (as from :func:`detect_rec`) to a metric reading ``preds[0]``,
+    as :func:`evaluate.scoring.score_images` does."""
     for dets, gt in zip(detections, labels):
-        metric.update([mx.nd.array(pad_rows(gt))], [mx.nd.array(pad_rows(dets))])
+        update_metrics([metric], *image_rows(dets, gt))

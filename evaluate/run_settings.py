@@ -37,7 +37,8 @@ class InferenceSettings:
     """A checkpoint to run and how: ``prefix`` is the full checkpoint prefix.
 
     ``rcnn`` is the Faster R-CNN run's config made ready for testing (None
-    for SSD); ``run`` the saved run config, if there was one.
+    for SSD); ``run`` the saved run config, if there was one; ``onnx``: ``prefix``
+    is a model written by tools/export_onnx.py (:func:`evaluate.onnx_detector.onnx_settings`).
     """
 
     prefix: str
@@ -53,6 +54,7 @@ class InferenceSettings:
     label_width: int = 350
     rcnn: RCNNConfig | None = None
     run: TrainConfig | None = None
+    onnx: bool = False
 
     @property
     def is_rcnn(self) -> bool:

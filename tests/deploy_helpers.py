@@ -178,7 +178,7 @@ def mxnet_raw(checkpoint: str, epoch: int, batches: list[np.ndarray], backend: s
 
     from config.environment import scoped_env
     from config.run_config import load_run_config
-    from evaluate.evaluate_net import load_test_model
+    from evaluate.ssd_model import load_test_model
 
     run = load_run_config(checkpoint)
     symbol, args, auxs = load_test_model(run.network, checkpoint, epoch, run.data_shape, run.num_classes,

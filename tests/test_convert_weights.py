@@ -37,7 +37,7 @@ from config.errors import UserError
 from config.run_config import load_run_config
 from evaluate.checkpoint import check_params_fit, load_checkpoint
 from evaluate.detector import Detector
-from evaluate.evaluate_net import deploy_prefix, load_test_model
+from evaluate.ssd_model import deploy_prefix, load_test_model
 from tools import convert_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

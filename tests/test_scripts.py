@@ -24,7 +24,7 @@ from dataset.pascal_voc import PascalVoc
 from evaluate.detector import Detector, draw_detections
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from evaluate.eval_voc import evaluate_pascal_voc, voc_ap
-from evaluate.evaluate_net import load_test_model
+from evaluate.ssd_model import load_test_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_CAMERA = os.path.exists("/dev/video0")
@@ -65,17 +65,17 @@ def demo_detector(toy, deploy: bool = False) -> Detector:
 # --- evaluate.py ----------------------------------------------------------------------
 @pytest.fixture
 def run_evaluate(trained_toy, monkeypatch, capsys):
-    """Run evaluate.py's ``main`` in-process; returns ``(stdout, evaluate_net's result dict)``."""
-    import evaluate.evaluate_net as evaluate_net_module
+    """Run evaluate.py's ``main`` in-process; returns ``(stdout, evaluate_model's result dict)``."""
+    import evaluate.evaluation as evaluation
 
-    real_evaluate_net = evaluate_net_module.evaluate_net
+    real_evaluate_model = evaluation.evaluate_model
     results = []
 
-    def recording_evaluate_net(*args, **kwargs):
-        results.append(real_evaluate_net(*args, **kwargs))
+    def recording_evaluate_model(*args, **kwargs):
+        results.append(real_evaluate_model(*args, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr(evaluate_net_module, "evaluate_net", recording_evaluate_net)
+    monkeypatch.setattr(evaluation, "evaluate_model", recording_evaluate_model)
 
     def run(*extra: str) -> tuple[str, dict]:
         capsys.readouterr()

@@ -37,7 +37,7 @@ def deploy(network: str, prefix: str, epoch: int, data_shape: int, num_class: in
            force_nms: bool, nms_topk: int) -> str:
     """Save the test graph of ``prefix-epoch`` as ``deploy_<prefix>``; returns the new prefix."""
     from evaluate.checkpoint import save_params
-    from evaluate.evaluate_net import deploy_prefix, load_test_model
+    from evaluate.ssd_model import deploy_prefix, load_test_model
 
     symbol, args, auxs = load_test_model(network, prefix, epoch, data_shape, num_class, nms_thresh, force_nms,
                                          nms_topk)

@@ -7,7 +7,8 @@ than a resume, the iterators, the metrics, the validation and the optimizer's
 gradient settings. The engine owns everything else, in this order:
 
 1. the cluster (``--kv-store``), the log file, the seed;
-2. the family's checks and graph (:meth:`Family.prepare`);
+2. the family's checks and graph (:meth:`Family.prepare`), with the anchor
+   coverage of the training objects (:func:`record_anchor_fit`);
 3. the start: ``--resume`` (every rank on rank 0's choice), else the family's
    own start (finetune, pretrained, scratch), and the shapes checked;
 4. the iterators, equal batch counts across workers, the run config;
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 
 import mxnet as mx
 
+from config.fileio import atomic_open
 from config.run_config import save_run_config
 from config.train_config import TrainConfig
 from evaluate import checkpoint
+from evaluate.anchor_fit import CoverageReport
 from train.callbacks import DivergenceGuard, EpochRecorder
 from train.distributed import Cluster, EqualBatches, epoch_end_callback, load_resume_everywhere
 from train.logs import logging_to
@@ -116,6 +119,20 @@ class Family:
 
     def fit_settings(self, ctx: list) -> FitSettings:
         raise NotImplementedError
+
+
+def record_anchor_fit(prefix: str, report: CoverageReport, warnings: list[str], cluster: Cluster,
+                      logger: logging.Logger, warn: bool = True) -> None:
+    """Log the anchor coverage of the training objects in one line (and its warnings), and keep the
+    whole report as ``<prefix>-anchors.txt`` (rank 0)."""
+    bands = ", ".join(f"{band.label} px {100 * band.share:.0f}%" for band in report.bands if band.count)
+    logger.info("Anchor coverage: %.1f%% of %d training objects have an anchor of IoU %s %g (%s)",
+                100 * report.share if report.total else 0.0, report.total, report.rule, report.threshold, bands)
+    for line in warnings if warn else []:
+        logger.warning("warning: %s", line)
+    if cluster.writer:
+        with atomic_open(f"{prefix}-anchors.txt") as f:
+            f.write("\n".join(report.lines() + warnings) + "\n")
 
 
 def _start(family: Family, cluster: Cluster, symbol: mx.sym.Symbol, input_shapes: dict, ctx: list,

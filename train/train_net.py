@@ -20,10 +20,12 @@ from config.train_config import SSDConfig
 from dataset.iterator import DetRecordIter
 from dataset.recordio import scan_labels, shard_sizes
 from evaluate import checkpoint
+from evaluate.anchor_fit import read_record_boxes, ssd_anchor_shapes, ssd_coverage_report, write_label_stats
+from evaluate.anchor_fit import warnings as anchor_warnings
 from evaluate.eval_metric import MApMetric, VOC07MApMetric
 from symbol.symbol_factory import get_symbol_train
 from train.distributed import Cluster, batches_per_worker
-from train.engine import Family, FitSettings, Start, TrainData, Validation, run_training
+from train.engine import Family, FitSettings, Start, TrainData, Validation, record_anchor_fit, run_training
 from train.logs import devices_label
 from train.metric import MultiBoxMetric
 
@@ -70,10 +72,26 @@ class SSDFamily(Family):
                             f"{self.num_images} images; leave --num-example out (-1) to count them")
         symbol = get_symbol_train(config.network, config.data_shape, num_classes=config.num_classes,
                                   nms_thresh=config.nms_thresh, force_suppress=config.force_suppress,
-                                  nms_topk=config.nms_topk, cls_loss=config.cls_loss)
+                                  nms_topk=config.nms_topk, cls_loss=config.cls_loss,
+                                  **(config.graph_overrides or {}))
+        self._check_anchors(cluster, logger)
         # the label's shape does not change any parameter's; this one is what --label-width gives
         label_shape = (config.batch_size, max(1, (config.label_width - 2) // 6), 6)
         return symbol, {"data": (config.batch_size,) + self.data_shape, "label": label_shape}
+
+    def _check_anchors(self, cluster: Cluster, logger: logging.Logger) -> None:
+        """The anchor coverage of the training objects, and ``<prefix>-labels.png`` (the labels and anchor shapes)."""
+        config = self.config
+        anchors = {k: v for k, v in (config.graph_overrides or {}).items() if k in ("sizes", "ratios", "steps")}
+        boxes, classes, difficult, image_index = read_record_boxes(config.train_path)
+        report = ssd_coverage_report(boxes[~difficult], config.network, config.data_shape, rec=config.train_path,
+                                     anchors="custom" if anchors else "preset", **anchors)
+        record_anchor_fit(config.prefix, report, anchor_warnings(report), cluster, logger)
+        if cluster.writer:
+            shapes = ssd_anchor_shapes(config.network, config.data_shape, anchors.get("sizes"), anchors.get("ratios"))
+            write_label_stats(boxes, classes, image_index, config.class_names, shapes, f"{config.prefix}-labels.png",
+                              difficult=difficult, num_images=self.num_images,
+                              title=f"{config.network} at {config.data_shape}")
 
     def _freeze_pattern(self, symbol: mx.sym.Symbol) -> list[str] | None:
         if not self.config.freeze_pattern.strip():

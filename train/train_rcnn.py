@@ -24,13 +24,14 @@ from config.train_config import RCNNConfig
 from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
 from dataset.recordio import scan_labels
 from evaluate import checkpoint
+from evaluate.anchor_fit import check_rcnn_anchors, read_record_boxes, write_label_stats
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
 from symbol.proposal_target import reset_seeded_streams
 from symbol.rcnn_factory import fixed_param_names, get_rcnn_train, rcnn_initializer
 from symbol.registry import RCNN, get_network
 from train.distributed import Cluster, batches_per_worker
-from train.engine import Family, FitSettings, Start, TrainData, Validation, run_training
+from train.engine import Family, FitSettings, Start, TrainData, Validation, record_anchor_fit, run_training
 from train.logs import devices_label
 from train.rcnn_metric import rcnn_metrics
 
@@ -85,6 +86,14 @@ class RCNNFamily(Family):
         if min(self.loader.shard_sizes) < self.batch_size:
             raise UserError(f"{cfg.train_path}: shards of {self.loader.shard_sizes} images with objects for "
                             f"{cluster.num_workers} workers; each needs at least a batch of {self.batch_size}")
+        report, lines = check_rcnn_anchors(cfg.train_path, cfg, feat_shape_from_symbol(symbol))
+        # logged, not warned: the RPN also trains each object's best anchor, whatever its IoU, and with three
+        # scales on a stride-16 grid few objects reach IoU 0.7
+        record_anchor_fit(cfg.prefix, report, lines, cluster, logger, warn=False)
+        if cluster.writer:
+            boxes, classes, difficult, image_index = read_record_boxes(cfg.train_path)
+            write_label_stats(boxes, classes, image_index, cfg.class_names, None, f"{cfg.prefix}-labels.png",
+                              difficult=difficult, title=cfg.network)
         if self.loader.num_skipped:
             logger.info("Skipped %d of %d training images without objects", self.loader.num_skipped,
                         self.loader.num_skipped + sum(self.loader.shard_sizes))
