@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--label-width", type=int, default=350, help="label pad width of the record")
     a("--coco", action="store_true", help="also print COCO AP (needs pycocotools: pip install -e '.[coco]')")
     a("--plot-pr", metavar="DIR", default="", help="write a precision-recall curve PNG per class to DIR")
+    a("--analyze", metavar="DIR", default="",
+      help="also write an error analysis to DIR: a confusion matrix (PNG and CSV, IoU --overlap, score >= 0.3), "
+           "AP by object size in pixels, and the images with the most missed objects")
     a("--onnx", metavar="FILE", default=None,
       help="score a model written by tools/export_onnx.py with onnxruntime (its metadata supplies the settings)")
     add_rcnn_test_args(p)
@@ -118,6 +121,8 @@ def main(argv=None) -> None:
     require_number("--num-class", args.num_class, 1)
     if args.plot_pr:
         require_writable_dir("--plot-pr", os.path.join(args.plot_pr, "pr.png"))
+    if args.analyze:
+        require_writable_dir("--analyze", os.path.join(args.analyze, "confusion.csv"))
     if args.onnx:  # the model's metadata, not a run config, describes it
         from evaluate.onnx_detector import onnx_settings
 
@@ -132,12 +137,39 @@ def main(argv=None) -> None:
             refuse_multi_device(ctx, "--gpus" if "gpus" in args.given else "--cpus")
     from evaluate.evaluation import evaluate_model
 
-    result = evaluate_model(eval_settings(model, args, ctx))
+    images: dict[int, tuple] = {}
+    result = evaluate_model(eval_settings(model, args, ctx),
+                            on_image=(lambda i, dets, labels: images.update({i: (dets, labels)})) if args.analyze
+                            else None)
     print(format_ap_table(result["aps"], result["mAP"]))
     if "coco" in result:
         print("COCO: " + ", ".join(f"{name} {value:.4f}" for name, value in result["coco"].items()))
     if args.plot_pr:
         print(f"precision-recall curves: {len(result['pr_files'])} PNG files in {args.plot_pr}")
+    if args.analyze:
+        files = write_error_analysis(args, model, [images[i] for i in sorted(images)])
+        print(f"error analysis: {', '.join(os.path.basename(f) for f in files)} in {args.analyze}")
+
+
+def write_error_analysis(args: argparse.Namespace, model, images: list[tuple]) -> list[str]:
+    """``--analyze``: the confusion matrix, AP by size and worst images of the evaluated ``images``
+    (``(detections, labels)`` per image in record order); returns the files written."""
+    from evaluate.error_analysis import write_analysis
+
+    if model.is_rcnn:  # sizes in pixels of the image the network saw: resized as the detector resizes it
+        from dataset.rcnn_loader import resize_scale
+        from dataset.recordio import image_sizes
+
+        cfg = model.rcnn
+        sizes = image_sizes(args.rec_path)[:len(images)]
+        shape = [(w * resize_scale(h, w, cfg.img_short_side, cfg.img_long_side),
+                  h * resize_scale(h, w, cfg.img_short_side, cfg.img_long_side)) for w, h in sizes]
+    else:
+        shape = model.data_shape
+    written = write_analysis(args.analyze, [d for d, _ in images], [label for _, label in images], args.rec_path,
+                             model.class_names, shape, iou=args.overlap_thresh,
+                             use_07_metric=args.use_voc07_metric)
+    return written["files"]
 
 
 if __name__ == "__main__":

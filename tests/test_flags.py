@@ -147,6 +147,9 @@ TRAIN_FLAGS = [
     row("--lr-floor 0.0001", base="--lr-schedule cosine", both=C),
     row("--lr-floor 0.0001", both=E),
     row("--ema 0.99", both=C),
+    row("--anchor-sizes '[[.1,.15,.2],[.37,.447],[.54,.619],[.71,.79],[.88,.961]]'", ssd=C, rcnn=E),
+    row("--anchor-ratios '[1,2,.5,3]'", ssd=C, rcnn=E),
+    row("--anchor-sizes '[[.1,.2]]'", ssd=E),
     row("--ema 1", both=E),
     *[row(f"--{stat}-{channel} 2", ssd=C, rcnn=E) for stat in ("mean", "std") for channel in "rgb"],
     row("--freeze ^conv", base="--pretrained {tmp}/vgg16_reduced", ssd=C),
@@ -238,6 +241,7 @@ EVALUATE_FLAGS = [
     row("--label-width 400", ssd=C, rcnn=E),
     row("--coco", ssd=C if HAS_PYCOCOTOOLS else E, rcnn=E),
     row("--plot-pr {out}/pr", both=C),
+    row("--analyze {out}/analysis", both=C),
     # --onnx: the baseline is another exported model (epoch 1 of the toy run): --prefix/--epoch would be refused
     row("--onnx {onnx}", base="--onnx {onnx1}", drop=("--prefix", "--epoch"), ssd=C),
     row("--nms 0.3", base="--onnx {onnx1}", drop=("--prefix", "--epoch"), ssd=E),  # the metadata sets NMS
@@ -611,8 +615,8 @@ def demo_trace(monkeypatch) -> list:
     """demo.py's recorded calls: settings, the SSD model and Detector (for real on CPU), the Faster R-CNN
     weights and detector (stand-ins), and every timed_detect."""
     import evaluate.detector as detector_module
-    import evaluate.evaluate_net as evaluate_net_module
     import evaluate.evaluate_rcnn as evaluate_rcnn_module
+    import evaluate.ssd_model as ssd_model_module
 
     trace: list = []
     record_settings(monkeypatch, trace)
@@ -620,7 +624,7 @@ def demo_trace(monkeypatch) -> list:
     def wrap(detector):
         return RecordingDetector(detector, trace)
 
-    Recorder(monkeypatch, evaluate_net_module, "load_test_model", trace, fake=None, use_fake=lambda _: False)
+    Recorder(monkeypatch, ssd_model_module, "load_test_model", trace, fake=None, use_fake=lambda _: False)
     Recorder(monkeypatch, detector_module, "Detector", trace, fake=lambda _: StandInDetector(), use_fake=on_gpu,
              skip=("symbol", "arg_params", "aux_params"), wrap=wrap)
     Recorder(monkeypatch, evaluate_rcnn_module, "load_rcnn_weights", trace, fake=lambda _: ({}, {}),
