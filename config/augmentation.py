@@ -4,6 +4,8 @@ Each is a plain dict of ``mx.io.ImageDetRecordIter`` keyword arguments, built
 from the same namedtuples (``RandCropper``, ``RandPadder``, ``ColorJitter``) as
 the original example/ssd ``config/config.py``. ``train.py --augment NAME``
 picks one of ``TRAIN_AUGMENTATIONS``; validation and evaluation use ``VALIDATION``.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 
@@ -30,8 +32,7 @@ ColorJitter = namedtuple(
 )
 ColorJitter.__new__.__defaults__ = (0.0, 18, 0.0, 32, 0.0, 32, 0.0, 0.5)
 
-# Decode threads: the original asked for 48/32, which only oversubscribes small
-# machines; the iterator never needs more threads than there are cores.
+# Decode threads: at most 8 and never more than the cores; more only oversubscribe small machines.
 _THREADS = max(1, min(8, os.cpu_count() or 1))
 
 

@@ -23,7 +23,7 @@ def add_device_args(parser) -> None:
 
 
 def add_pixel_args(parser, defaults: dict) -> None:
-    """``--mean-r/g/b`` (the original's) and ``--std-r/g/b`` (new; 1 keeps the original behaviour)."""
+    """``--mean-r/g/b`` (the original's) and ``--std-r/g/b`` (1: no scaling)."""
     for channel in "rgb":
         parser.add_argument(f"--mean-{channel}", type=float, default=defaults[f"mean_{channel}"],
                             help=f"{channel} mean pixel value")

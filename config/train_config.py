@@ -7,8 +7,9 @@ config is saved beside the checkpoints (``<prefix>-ssd.json`` /
 ``<prefix>-rcnn.json``, see :mod:`config.run_config`) so that evaluate.py,
 demo.py and tools/deploy.py rebuild the run's graph and preprocessing.
 
-Defaults are the original example/ssd and example/rcnn values, written here
-once: train.py derives its flags' defaults from these classes.
+Defaults are the original example/ssd and example/rcnn values except where
+docs/upstream.md says otherwise, written here once: train.py derives its flags'
+defaults from these classes.
 """
 from __future__ import annotations
 
@@ -110,8 +111,8 @@ class RCNNConfig(TrainConfig):
     """A Faster R-CNN run: the loop settings plus every flag of example/rcnn's ``train.py`` / ``test.py``.
 
     Test-time values differ from training ones for the RPN top-k (``test_*``
-    fields: 6000/300 instead of 12000/2000). ``max_per_image`` is new (the
-    original kept every detection; 0 restores that). The batch is
+    fields: 6000/300 instead of 12000/2000). ``max_per_image`` caps the
+    detections kept per image (0 keeps all). The batch is
     ``rcnn_batch_size`` images on each device.
     """
 

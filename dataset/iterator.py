@@ -1,8 +1,8 @@
 """``DetRecordIter``: detection batches from a packed ``.rec`` file.
 
 It wraps the C++ ``mx.io.ImageDetRecordIter`` (decoding, the SSD crop / pad /
-mirror / colour augmentation of ``config.config.TRAIN_AUGMENTATIONS["ssd"]``, resizing, mean and
-std) and reshapes its flat labels into one row per object.
+mirror / colour augmentation of ``config.augmentation.TRAIN_AUGMENTATIONS["ssd"]``, resizing, mean
+and std) and reshapes its flat labels into one row per object.
 
 ``ImageDetRecordIter`` returns per image ``[4 values it adds, header_width,
 object_width, header..., objects...]`` padded with ``label_pad_value``; the
@@ -27,6 +27,8 @@ first image and yields each image exactly once outside the padding.
 ``label_pad_width`` is the packed label width (2 + 6 x objects for
 ``prepare_dataset.py`` lists); training passes ``--label-width`` (350: 58
 objects) so that train and validation batches have the same shape.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

@@ -4,15 +4,18 @@ COCO boxes are ``[x, y, width, height]`` in continuous pixels; they become
 ``[x / W, y / H, (x + width) / W, (y + height) / H]``. Images with no
 annotation are dropped (they add nothing to SSD training).
 
-Crowd regions (``iscrowd: 1``): the original trained on them as ordinary
-objects. A crowd box covers many instances at once, so here it is kept with
-``difficult = 1``: the VOC-style metric ignores detections matched to it and
-``MultiBoxTarget`` still sees it as an object rather than background.
+Crowd regions (``iscrowd: 1``) cover many instances at once, so they are kept
+with ``difficult = 1``: the VOC-style metric ignores detections matched to
+them and the SSD training graph drops them before ``MultiBoxTarget``
+(``symbol.symbol_builder.drop_difficult_objects``), so no anchor is matched to
+one.
 
-Unlike the original, ``image_dir`` is the folder holding the image files
-themselves (e.g. ``coco/images/train2014`` or ``coco/train2017``), and the
-class list defaults to the file's own categories in id order, which for COCO
-is ``dataset/names/coco.names``.
+``image_dir`` is the folder holding the image files themselves (e.g.
+``coco/images/train2014`` or ``coco/train2017``), and the class list defaults
+to the file's own categories in id order, which for COCO is
+``dataset/names/coco.names``.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

@@ -1,18 +1,18 @@
 """Pascal VOC: ``<devkit>/VOC<year>/{JPEGImages,Annotations,ImageSets/Main}``.
 
-Differences from the original example/ssd ``pascal_voc.py``:
+VOC boxes are 1-based inclusive pixels: ``xmin`` becomes ``(xmin - 1) / width``
+and ``xmax`` stays ``xmax / width`` (the box's continuous extent, see
+``dataset/imdb.py``), so a box at the left border starts at 0 and one at the
+right border ends at 1.
 
-* VOC boxes are 1-based inclusive pixels; the original divided them by the
-  image size as they are, so every box sat one pixel right of and below its
-  pixels, and a box at the left border never reached 0 while one at the right
-  border reached 1 (mirroring then moved it). Here ``xmin`` becomes
-  ``(xmin - 1) / width`` and ``xmax`` stays ``xmax / width`` (the continuous
-  extent, see ``dataset/imdb.py``).
-* An object whose class is not in the class list was silently skipped; a
-  broken box was kept. Both now stop with an error naming the XML file (or drop
-  the image under ``skip_bad``): training on a partly labelled image teaches the
-  network that the unlabelled object is background.
-* Evaluation (``comp4`` result files) is :func:`evaluate.eval_voc.evaluate_pascal_voc`.
+An object whose class is not in the class list, or a broken box, stops with an
+error naming the XML file (or drops the image under ``skip_bad``): training on a
+partly labelled image teaches the network that the unlabelled object is
+background.
+
+Evaluation (``comp4`` result files) is :func:`evaluate.eval_voc.evaluate_pascal_voc`.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

@@ -82,14 +82,14 @@ class AnchorGenerator:
 class AnchorSampler:
     """Assign RPN training labels and regression targets to anchors.
 
-    Fixes over the original ``symdata/anchor.py``:
-
-    * the "best anchor for a GT" rule only counts overlaps > 0; the original
-      also marked every anchor tied at IoU 0 with a GT that no inside anchor
-      touches as foreground;
-    * with no GT, at most the number of inside anchors become background (the
-      original's ``np.random.choice(..., replace=False)`` raised when fewer
-      than ``batch_rois`` anchors lay inside the image).
+    Only anchors inside the image (within ``allowed_border``) are labelled.
+    Foreground: IoU >= ``fg_overlap`` with some GT, or tied for a GT's best
+    overlap when that overlap is > 0 (a GT no inside anchor touches makes no
+    foreground); background: best IoU < ``bg_overlap``. At most
+    ``fg_fraction * batch_rois`` foreground anchors are kept and background
+    fills the rest of ``batch_rois``. With no GT, up to ``batch_rois`` inside
+    anchors (all of them when fewer lie inside) become background.
+    Differences from the original: docs/upstream.md.
     """
 
     def __init__(

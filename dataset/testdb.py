@@ -38,5 +38,5 @@ class TestDB(Imdb):
         return name
 
     def label_from_index(self, index: int) -> np.ndarray:
-        """The original returned (instead of raising) a RuntimeError here."""
+        """Always raises NotImplementedError: a TestDB holds images only."""
         raise NotImplementedError("TestDB holds images only, without labels")

@@ -6,8 +6,10 @@ normalised to [0, 1]; it becomes ``[cls, cx - w/2, cy - h/2, cx + w/2, cy + h/2,
 objects (left out of the ``.lst``); a missing one is an error, because it
 usually means a wrong ``label_dir``.
 
-The original imported ``from imdb import Imdb`` (Python 2 only) and asserted
-on bad lines; this reads on Python 3 and reports the file and line.
+A bad line is an error naming the file and line (or drops the image under
+``skip_bad``).
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

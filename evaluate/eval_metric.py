@@ -23,19 +23,11 @@ IoUs, so these metrics agree with :func:`evaluate.eval_voc.voc_eval`
 
 Images without any valid label (``cls >= 0``) are skipped, as in the
 original; the file-based devkit evaluation would count detections on them as
-false positives. AP values come from :func:`evaluate.eval_voc.voc_ap`.
+false positives. AP values come from :func:`evaluate.eval_voc.voc_ap`. The mAP
+averages the classes that have ground truth; a class without ground truth
+reports AP ``nan``.
 
-Fixes against the original ``example/ssd/evaluate/eval_metric.py``:
-
-* the positives of an image/class were dropped when every detection there
-  matched a difficult box, and classes without detections counted their
-  difficult boxes as positives; now positives are counted the same way always;
-* the mAP averages over classes that have ground truth; the original also
-  averaged in classes seen only in detections (AP 0), which the devkit does
-  not. A class without ground truth reports AP ``nan``;
-* ties in score keep a fixed order (stable sort) instead of numpy's
-  unspecified one, so results are reproducible and agree with
-  :func:`evaluate.eval_voc.voc_eval`.
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

@@ -10,23 +10,15 @@ files against the XML annotations). Its conventions are the devkit's:
   positive;
 * a detection whose best match is a ``difficult`` object counts as neither,
   and difficult objects are left out of the number of positives;
-* the 11-point AP for VOC years before 2010, the area under the monotone
-  precision envelope from 2010 on.
+* the 11-point AP (recall thresholds exactly ``k / 10``) for VOC years before
+  2010, the area under the monotone precision envelope from 2010 on.
 
-Fixes against the original ``example/ssd/evaluate/eval_voc.py`` and
-py-faster-rcnn's ``voc_eval.py``:
+A class with no detections has AP 0; a class without positives has AP ``nan``
+and is left out of the mAP. The parsed annotations are cached as JSON named
+after the image set, rebuilt when the cache lacks an image, and written
+atomically (temporary name, then rename).
 
-* ``np.bool`` (removed in numpy 1.24) is plain ``bool``;
-* a class with no detections at all no longer crashes (its empty box array
-  kept shape ``(0,)`` and could not be indexed as ``[:, :]``);
-* the annotation cache is JSON, named after the image set, rebuilt when it
-  lacks an image, and written atomically (temporary name, then rename), so an
-  interrupted run or a different image set never reads a stale cache;
-* the 11 recall thresholds are exactly ``k / 10``; ``np.arange(0, 1.1, 0.1)``
-  made the 0.3 threshold ``0.30000000000000004``, so a recall of exactly 3/10
-  earned nothing at that point;
-* a class without positives has AP ``nan`` (the devkit divided by zero) and
-  is left out of the mAP.
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

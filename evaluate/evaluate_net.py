@@ -1,12 +1,13 @@
 """Score a trained SSD on a .rec file with the VOC metric: example/ssd's ``evaluate_net``, kept with its
 signature over :func:`evaluate.evaluation.evaluate_model`.
 
-Differences from the original, each a fix: the whole record is scored unless
-``num_batch`` caps it (the original scored 5 batches); ``nms_thresh`` and
-``force_suppress`` reach the graph; errors are one line.
+The whole record is scored unless ``num_batch`` caps it; ``nms_thresh`` and
+``force_nms`` reach the graph's ``MultiBoxDetection``.
 
 The SSD model helpers that lived here are in :mod:`evaluate.ssd_model`; the
 names stay importable from this module.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

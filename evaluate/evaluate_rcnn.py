@@ -6,10 +6,9 @@ so the test graph and the preprocessing are the training run's.
 evaluate.py scores it through :func:`evaluate.evaluation.evaluate_model`
 (:class:`evaluate.evaluation.RCNNSource`), with the scorer SSD uses
 (:func:`evaluate.scoring.score_images`) on normalised boxes, so both families
-print the same table.
+print the same table. The model runs on the context it is given.
 
-Fix: the original ``test.py`` ran on the CPU with ``--gpu 0``
-(``mx.cpu() if not args.gpu``); here the model runs on the context given.
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

@@ -5,18 +5,16 @@
 the checkpoint with ``prebuilt_graph`` set, so that evaluate.py and demo.py load the saved (quantized)
 graph instead of rebuilding the FP32 one from ``network``; its NMS settings are the checkpoint's, built into the graph.
 
-What the original did, kept: the FP32 test graph goes through the ``MKLDNN_QUANTIZE`` subgraph
-backend (conv + BN + ReLU fused), then ``mx.contrib.quantization.quantize_model``, then the
-backend again (the quantized fused ops); the calibration modes are ``none`` (ranges computed at
-run time), ``naive`` (min/max of each layer's output over the calibration batches, the
-original's default) and ``entropy`` (KL-divergence thresholds); the first convolution, the
-prediction heads and everything from the heads to ``MultiBoxDetection`` (transposes,
-flattens, the concats, softmax, the multibox ops) stay FP32. What changed: the checkpoint,
-the calibration record and the output are flags (the original hard-coded
-``./model/ssd_vgg16_reduced_300`` and ``./data/val.rec``), the excluded layers are found in the
-graph (the original listed vgg16_reduced's layer names), so every ``--network`` works, and the
-calibration batches are the record's first ones in order (``--shuffle-dataset`` is gone:
-one command gives one model).
+The FP32 test graph goes through the ``MKLDNN_QUANTIZE`` subgraph backend (conv + BN + ReLU
+fused), then ``mx.contrib.quantization.quantize_model``, then the backend again (the quantized
+fused ops). The calibration modes are ``none`` (ranges computed at run time), ``naive`` (min/max
+of each layer's output over the calibration batches, the default) and ``entropy``
+(KL-divergence thresholds); the calibration batches are the record's first ones in order, so one
+command gives one model. The first convolution, the prediction heads and everything from the
+heads to ``MultiBoxDetection`` (transposes, flattens, the concats, softmax, the multibox ops)
+stay FP32; :func:`excluded_layers` finds them in the graph, so every ``--network`` works.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 
@@ -49,7 +47,7 @@ def _inner_ops(node: dict) -> list[tuple[str, str]]:
 def excluded_layers(fused) -> list[str]:
     """Names of the nodes of ``fused`` (a graph after ``get_backend_symbol('MKLDNN_QUANTIZE')``) that stay FP32.
 
-    The original's list, found in the graph rather than spelled out for vgg16_reduced: the
+    The layers the original example kept FP32, found in the graph so that any network works: the
     first convolution (the raw pixels need their full range), the loc/cls prediction
     convolutions (``*_pred_conv``: their outputs are the box offsets and class scores) and
     every node downstream of a head or of a ``MultiBoxPrior`` (transpose, Flatten, the concats,

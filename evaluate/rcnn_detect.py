@@ -7,8 +7,9 @@ classes** (the R-CNN background class 0 is dropped and class ``j`` becomes
 :func:`normalise_boxes` converts them to the normalised coordinates of the
 ``.rec`` labels (``x2n = (x2 + 1) / width``, see ``dataset/rcnn_loader.py``).
 
-Fix: the original ``test.py`` chose ``mx.cpu() if not args.gpu`` and so ran on
-the CPU with ``--gpu 0``; :class:`RCNNDetector` binds on the context it is given.
+:class:`RCNNDetector` binds on the context it is given.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

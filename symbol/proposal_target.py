@@ -17,14 +17,13 @@ Outputs, with ``N = batch_images * batch_rois``: ``rois`` [N, 5], ``label`` [N],
 ``bbox_weight`` [N, 4 * num_classes] (1 in those columns). Backward returns a
 zero gradient: the graph is cut here, as in the original.
 
-Sampling per image (as the original ``symnet/proposal_target.py``): append the
-GT boxes to the ROIs; foreground = max IoU >= ``fg_overlap``, at most
-``round(fg_fraction * batch_rois)`` drawn without replacement; background =
-max IoU < ``fg_overlap`` fills the rest without replacement. When there are too
-few background ROIs the rest is drawn again from the background ROIs *with*
-replacement, like the original's padding loop. Fix: where an image has no
-background ROI at all the original looped for ever; here the rest is drawn
-from the foreground ROIs with replacement (keeping their labels).
+Sampling per image: append the GT boxes to the ROIs; foreground = max IoU >=
+``fg_overlap``, at most ``round(fg_fraction * batch_rois)`` drawn without
+replacement; background = max IoU < ``fg_overlap`` fills the rest without
+replacement. When there are too few background ROIs the rest is drawn again
+from the background ROIs *with* replacement; an image without any background
+ROI fills the rest from its foreground ROIs (keeping their labels), and an
+image without GT boxes gets background rows only.
 
 The random draws use a ``numpy.random.RandomState`` seeded by the op parameter
 ``seed`` or else the environment variable ``MXDET_RCNN_SEED`` (unseeded when
@@ -32,6 +31,8 @@ neither is set), so tests can fix them. A seed names one stream for the whole
 process: Module re-creates the operator on every reshape (each batch of a new
 image size), and a fresh ``RandomState(seed)`` each time would replay the same
 draws for every batch. :func:`reset_seeded_streams` starts them again.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

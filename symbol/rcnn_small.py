@@ -1,6 +1,6 @@
 """A small Faster R-CNN that trains from scratch on a 2-core CPU in minutes.
 
-Not in the original example: a narrow VGG-like backbone (filters 16-32-64-128,
+A narrow VGG-like backbone (filters 16-32-64-128,
 four 2x2 pools -> stride 16) with the shared RPN / ROI head
 (``symbol/rcnn_head.py``), a 128-filter RPN conv and a 256-unit fc6/fc7 head
 without dropout. Meant for synthetic data at a short side of ~300 pixels
@@ -10,6 +10,8 @@ pixels at ``relu5_2``, 166 after the RPN conv.
 
 :data:`SMALL` is the backbone; ``get_small_train`` / ``get_small_test`` take the original arguments
 (see ``rcnn_vgg``).
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

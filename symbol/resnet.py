@@ -3,10 +3,12 @@ original example/ssd ``resnet.py`` and the MXNet model zoo ``resnet-50``/``resne
 
 Unit ``j`` of stage ``i`` is named ``stage{i}_unit{j}_{bn1,relu1,conv1,...,sc}``; the residual
 sum of the k-th unit overall (counting from 0) is ``_plus{k}``, the name mxnet's automatic
-naming gave it in the original, where the SSD configs pick ``_plus12``/``_plus15`` (ResNet-50)
-and ``_plus29``/``_plus32`` (ResNet-101), the last units of stages 3 and 4. The sums are named
-explicitly here: automatic names count per process, so a second graph built in the same
-process would have shifted them.
+naming gave it in the original example, whose SSD configs pick ``_plus12``/``_plus15``
+(ResNet-50) and ``_plus29``/``_plus32`` (ResNet-101), the last units of stages 3 and 4. The
+sums (and the stem's max-pool, ``pool0``) are named explicitly: mxnet's automatic names count
+per process, so a second graph built in the same process would have shifted them.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 
@@ -57,10 +59,10 @@ def get_symbol(num_classes: int = 1000, num_layers: int = 50, image_shape: str =
                conv_workspace: int = 256, **kwargs) -> mx.sym.Symbol:
     """ResNet trunk up to ``relu1`` (after the last unit): ``[B, 3, H, W]`` -> ``[B, 2048, H/32, W/32]``.
 
-    ``image_shape`` is kept from the original interface, which used it only to pick the
-    ImageNet stem (7x7/2 conv, 3x3/2 max-pool) for images larger than 32 pixels; only that
-    stem is provided. The classifier (fc1) is left out as SSD never uses it; ``num_classes``
-    is accepted for the common base-network interface and unused.
+    ``image_shape`` (``"C,H,W"``) only has to be larger than 32 pixels: the ImageNet stem
+    (7x7/2 conv, 3x3/2 max-pool) is the only one provided, and smaller shapes raise ValueError.
+    The classifier (fc1) is left out as SSD never uses it; ``num_classes`` is accepted for the
+    common base-network interface and unused.
     """
     height = int(image_shape.split(",")[1])
     if height <= 32:

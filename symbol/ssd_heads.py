@@ -3,6 +3,8 @@
 Shapes use B = batch, C = number of object classes (background excluded),
 A_k = anchors per position on feature map k (``len(sizes_k) - 1 + len(ratios_k)``),
 N = total anchors over all feature maps.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ from collections.abc import Sequence
 import mxnet as mx
 import numpy as np
 
-# First-layer anchor size used when ``sizes`` is given as one [min, max] range. The
-# original referenced an undefined ``start_offset`` here; 0.1 is the first-layer size
-# of every 6-layer preset in ssd_presets.
+# First-layer anchor size used when ``sizes`` is given as one [min, max] range: the first-layer
+# size of every 6-layer preset in ssd_presets.
 RANGE_START_SIZE = 0.1
 
 
@@ -61,10 +62,10 @@ def multi_layer_feature(body: mx.sym.Symbol, from_layers: Sequence[str], num_fil
 
 
 def _per_layer_sizes(sizes: Sequence, num_layers: int) -> list[list[float]]:
-    """Anchor sizes per layer; a flat ``[min, max]`` is spread linearly over the layers.
+    """Anchor sizes ``[[min, max], ...]`` of ``num_layers`` layers.
 
-    The original built this case with ``sizes = zip(...)`` and then called ``len(sizes)``,
-    which fails on Python 3 (a zip has no length); the list is materialised here.
+    A flat ``[min, max]`` range is spread linearly over layers 2 .. ``num_layers``; the first
+    layer gets :data:`RANGE_START_SIZE`. Differences from the original: docs/upstream.md.
     """
     if len(sizes) == 2 and not isinstance(sizes[0], (list, tuple)):
         low, high = float(sizes[0]), float(sizes[1])
@@ -117,9 +118,8 @@ def multibox_layer(from_layers: Sequence[mx.sym.Symbol], num_classes: int, sizes
         A normalised layer gets ``L2Normalization(mode='channel')`` times a learnable scale
         ``{name}_scale`` of shape ``[1, ch_k, 1, 1]`` (initialised to the value, wd_mult 0.1).
     num_channels : channel count of each layer, aligned with ``from_layers`` (the ``num_filters``
-        list of the config); only read for normalised layers, whose scale shape needs it.
-        (The original popped this list in order, which picks the wrong count when a layer other
-        than the first is normalised.)
+        list of the config); only read for normalised layers, whose scale shape needs it, and
+        read per layer, so any layer may be the normalised one.
     clip : clip anchors to the image (MultiBoxPrior's ``clip``: corners cut at the border).
     interm_layer : if > 0, a 3x3 conv + ReLU with this many filters before the heads.
     steps : per-layer anchor step (normalised to the image); empty = ``1 / feature size``.

@@ -6,6 +6,8 @@ Each function returns the keyword arguments of :func:`symbol.symbol_builder.get_
 
 Configs for vgg16_reduced, inceptionv3, resnet50 and resnet101 are those of apache/mxnet
 v1.9.x ``example/ssd``; mobilenet is zhreshold/mxnet-ssd's; toy is the gluon tutorial's ToySSD.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 
@@ -44,10 +46,8 @@ def get_scales(min_scale: float = 0.2, max_scale: float = 0.9, num_layers: int =
 def vgg16_reduced(data_shape: int) -> dict[str, Any]:
     """SSD300 below 448 pixels (6 scales), SSD512 from 448 (7 scales).
 
-    SSD512 deviates from v1.9.x in one place: the last extra layer has stride 2 instead of 1.
-    With stride 1 and pad 1 the original's last map stays 2x2 (24,576 anchors) while its step
-    of 512/512 assumes 1x1, so half of those anchors were centred outside the image. Stride 2
-    gives the 1x1 map of Caffe's SSD512 (whose last conv is 4x4 pad 1) and its 24,564 anchors.
+    SSD512's last extra layer has stride 2, so its last map is 1x1, as its step of 512/512
+    assumes: the map and the 24,564 anchors of Caffe's SSD512 (whose last conv is 4x4 pad 1).
     """
     if data_shape not in (300, 512):
         LOG.warning("--data-shape %d was not tested with vgg16_reduced, use with caution", data_shape)

@@ -5,9 +5,10 @@ look them up by name keep working: ``cls_prob``, ``loc_loss``, ``cls_label``, ``
 (training), ``detection`` (test), ``multibox_target``, ``multibox_{loc,cls}_pred``,
 ``multibox_anchors``.
 
-The training graph differs from the original in what reaches ``MultiBoxTarget``: difficult
-objects are dropped from ``label`` first (:func:`drop_difficult_objects`), as the Faster R-CNN
-loader drops them from ``gt_boxes``.
+In the training graph, difficult objects are dropped from ``label`` before ``MultiBoxTarget``
+(:func:`drop_difficult_objects`), as the Faster R-CNN loader drops them from ``gt_boxes``.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 
@@ -107,8 +108,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     the Faster R-CNN side does: :func:`drop_difficult_objects` removes them before
     ``MultiBoxTarget``, exactly as if they were not in the label: no anchor is matched to them,
     and anchors that cover them count as unmatched (hard negative mining may pick them as
-    background). An image whose objects are all difficult trains like one without objects. The
-    original matched anchors to them like to any object. A label of width 5 is used as it is.
+    background). An image whose objects are all difficult trains like one without objects. A
+    label of width 5 is used as it is.
 
     Parameters are those of the original ``symbol_builder.get_symbol_train``:
     ``network`` names the base network (a key of :data:`symbol.registry.BASE_NETWORKS`, whose

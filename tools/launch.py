@@ -3,9 +3,8 @@
     python tools/launch.py -n 2 -s 1 --launcher local -- python train.py --kv-store dist_sync ...
     python tools/launch.py -n 4 -s 2 --launcher ssh -H hosts -- python train.py --kv-store dist_sync ...
 
-Everything after ``--`` is the command, passed untouched (mxnet's own
-``tools/launch.py`` parsed it with its argparse, which took ``train.py``'s
-``--log`` for an abbreviation of its ``--launcher`` and rejected it).
+Everything after ``--`` is the command, passed untouched: none of its flags
+is read as one of the launcher's (``train.py --log`` is not ``--launcher``).
 
 ``--launcher local`` starts every process itself on 127.0.0.1 (a free port,
 ``DMLC_*`` variables, one process group each) and watches them: when one
@@ -15,9 +14,11 @@ SIGTERM stops every process it started. Each worker gets
 ``OMP_NUM_THREADS = cores / workers`` unless the variable is set, so the
 workers do not fight over the cores.
 
-``ssh`` and ``mpi`` go through ``dmlc_tracker`` (installed with mxnet), patched
-for Python 3.9+ (``Thread.isAlive`` is gone). Remote processes are beyond this
-launcher's sight: train.py's ``--dist-timeout`` watchdog stops them.
+``ssh`` and ``mpi`` go through ``dmlc_tracker`` (installed with mxnet;
+:func:`run_dmlc` restores the ``Thread.isAlive`` it calls). Remote processes are
+beyond this launcher's sight: train.py's ``--dist-timeout`` watchdog stops them.
+
+Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 

@@ -25,10 +25,10 @@ class MultiBoxMetric(mx.metric.EvalMetric):
     ``(['CrossEntropy', 'SmoothL1'], [ce, smooth_l1])``; ``nan`` before any
     anchor was counted.
 
-    Unlike the original, the metric keeps global statistics next to the local
-    ones, so ``Speedometer(auto_reset=True)`` (which calls ``reset_local``)
-    no longer breaks it and ``Module.fit`` logs the whole epoch's mean at the
-    end of each epoch.
+    The metric keeps global statistics next to the local ones, so
+    ``Speedometer(auto_reset=True)`` (which calls ``reset_local``) resets only
+    its window and ``Module.fit`` logs the whole epoch's mean at the end of
+    each epoch. Differences from the original: docs/upstream.md.
     """
 
     def __init__(self, eps: float = 1e-8) -> None:

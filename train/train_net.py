@@ -194,9 +194,9 @@ def train_net(
 
     ``data_shape`` is an int or ``(3, S, S)``; ``mean_pixels`` a number or three;
     ``force_nms`` is the original's name for ``force_suppress`` (either turns
-    it on). ``extra`` takes the :class:`SSDConfig` fields that the original
-    did not have (``std_pixels``, ``warmup_epochs``, ``cls_loss``, ``seed``,
-    ``augment``, ``keep``). Unlike the original, ``prefix`` is used as given.
+    it on). ``extra`` takes the other :class:`SSDConfig` fields (``std_pixels``,
+    ``warmup_epochs``, ``cls_loss``, ``seed``, ``augment``, ``keep``, ``ema``, ...).
+    ``prefix`` is used as given.
     """
     if not isinstance(data_shape, int):
         if len(data_shape) != 3 or data_shape[0] != 3 or data_shape[1] != data_shape[2]:

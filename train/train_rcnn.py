@@ -1,13 +1,8 @@
 """Faster R-CNN end-to-end training (example/rcnn's ``train.py``): the family adapter of :mod:`train.engine`.
 
-Kept from the original: ``rcnn_batch_size`` images per device (1 by default),
-SGD with momentum and weight decay, ``rescale_grad = 1 / batch``,
-``clip_gradient = 5``, new layers N(0, 0.01) and ``bbox_pred`` N(0, 0.001), the
-parameters of ``net_fixed_params`` frozen, and the six metrics RPNAcc ..
-RCNNL1Loss. Data comes from the SSD ``.rec`` files
-(:class:`dataset.rcnn_loader.AnchorLoader`; images without objects are skipped
-and counted); validation VOC07 mAP after every epoch on the test graph.
-Differences from the original are listed in docs/upstream.md.
+One batch is ``rcnn_batch_size`` images on each device; data comes from the SSD ``.rec`` files
+(:class:`dataset.rcnn_loader.AnchorLoader`, images without objects skipped and counted); the run is
+validated (VOC07 mAP) after every epoch on the test graph. Differences from the original: docs/upstream.md.
 """
 from __future__ import annotations
 
