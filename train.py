@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr-schedule", choices=("step", "cosine"), default=SSD.lr_schedule,
       help="step: multiply by --lr-factor at --lr-steps; cosine: decay to --lr-floor by the last epoch")
     a("--lr-floor", type=float, default=SSD.lr_floor, help="the rate a cosine schedule ends at")
+    a("--dtype", choices=("float32", "bfloat16"), default=SSD.dtype,
+      help="bfloat16: convolutions in bfloat16, weights, optimizer state and losses in float32 (CPUs with "
+           "avx512_bf16); checkpoints stay float32")
     a("--ema", type=float, default=SSD.ema, metavar="DECAY",
       help="validate and save a moving average of the weights with this decay, e.g. 0.999 (0: off)")
     add_pixel_args(p, dict(zip(("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b"),
@@ -319,7 +322,7 @@ def common_loop_settings(args: argparse.Namespace, val_path: str, class_names: l
         begin_epoch=args.begin_epoch, end_epoch=args.end_epoch, resume=str(args.resume),
         pretrained_epoch=args.epoch, frequent=args.frequent, lr=args.lr, lr_steps=args.lr_steps,
         lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd, warmup_epochs=args.warmup_epochs,
-        lr_schedule=args.lr_schedule, lr_floor=args.lr_floor, ema=args.ema,
+        lr_schedule=args.lr_schedule, lr_floor=args.lr_floor, ema=args.ema, dtype=args.dtype,
         kv_store=args.kv_store, seed=args.seed, log_file=args.log_file or None,
         voc07_metric=args.use_voc07_metric, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
         keep=args.keep, dist_timeout=args.dist_timeout, lr_scale_workers=args.lr_scale_workers,

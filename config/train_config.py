@@ -29,7 +29,9 @@ class TrainConfig:
     ``lr_schedule`` 'cosine' replaces the steps by a cosine decay from ``lr`` to
     ``lr_floor`` over the epochs after the warm-up (:class:`train.schedule.EpochLRScheduler`).
     ``ema`` > 0 validates and saves an exponential moving average of the weights with that
-    decay (:mod:`train.ema`). ``keep`` is how many of the newest epoch checkpoints stay on disk (0 keeps all).
+    decay (:mod:`train.ema`). ``dtype`` 'bfloat16' trains with bfloat16 convolutions and float32
+    weights (:mod:`symbol.precision`; AVX-512 BF16 CPUs). ``keep`` is how many of the newest epoch
+    checkpoints stay on disk (0 keeps all).
     With a ``dist_*`` ``kv_store`` (README "Distributed training"): ``dist_timeout`` is the
     seconds a worker may go without finishing a batch before it stops the job (0: never),
     and ``lr_scale_workers`` multiplies ``lr`` by the number of workers (linear scaling).
@@ -56,6 +58,7 @@ class TrainConfig:
     lr_schedule: str = "step"
     lr_floor: float = 0.0
     ema: float = 0.0
+    dtype: str = "float32"
     kv_store: str = "local"
     seed: int | None = None
     log_file: str | None = None

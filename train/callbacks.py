@@ -87,7 +87,7 @@ class EpochRecorder:
         self._row = {"epoch": epoch + 1, "lr": f"{self.progress.epoch_lr.get(epoch, float('nan')):.8g}"}
         for name, value in self.train_metric.get_global_name_value():
             self._row[f"train_{name}"] = f"{value:.6f}"
-        self._params = (symbol, arg_params, aux_params)
+        self._params = (getattr(self.mod, "checkpoint_symbol", symbol), arg_params, aux_params)
         if self.validate is not None:
             score = float(self.validate(self.mod))
             self.logger.info("Epoch[%d] Validation-mAP=%f", epoch, score)

@@ -26,17 +26,22 @@ from dataclasses import dataclass
 
 import mxnet as mx
 
+from config.cpu import require_bfloat16
+from config.errors import UserError
 from config.fileio import atomic_open
 from config.run_config import save_run_config
 from config.train_config import TrainConfig
 from evaluate import checkpoint
 from evaluate.anchor_fit import CoverageReport
+from symbol.precision import to_bfloat16
 from train.callbacks import DivergenceGuard, EpochRecorder
 from train.distributed import Cluster, EqualBatches, epoch_end_callback, load_resume_everywhere
 from train.logs import logging_to
 from train.module import ResumableModule
 from train.progress import ProgressLogger, TrainingHistory
 from train.schedule import make_lr_scheduler
+
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -86,8 +91,10 @@ class FitSettings:
 
 
 class Family:
-    """What one detector family gives the engine. Subclasses set ``config`` and implement each step."""
+    """What one detector family gives the engine. Subclasses set ``name`` ('ssd' or 'rcnn') and ``config``,
+    and implement each step."""
 
+    name: str
     config: TrainConfig
 
     def scope(self) -> AbstractContextManager:
@@ -155,6 +162,12 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
     validates (:mod:`train.distributed`).
     """
     ctx, config = list(ctx), family.config
+    if config.dtype not in DTYPES:
+        raise UserError(f"--dtype {config.dtype}: choose from {', '.join(DTYPES)}")
+    if config.dtype == "bfloat16":  # before anything is read or written: a CPU without it fails in one line
+        if any(c.device_type != "cpu" for c in ctx):
+            raise UserError("--dtype bfloat16: runs on CPUs only (mxnet 1.9's GPU mixed precision is float16)")
+        require_bfloat16()
     cluster = Cluster(config.kv_store)
     with logging_to(cluster.log_file(config.log_file)) as logger, family.scope():
         cluster.tag_logs(logger)
@@ -188,10 +201,16 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
             states_file = None
         progress = ProgressLogger(fit.batch_size, config.frequent, data.batches_per_epoch, start.begin_epoch,
                                   config.end_epoch, logger, lr_of=lambda: mod._optimizer.learning_rate)
-        mod = ResumableModule(symbol, data_names=fit.data_names, label_names=fit.label_names, logger=logger,
+        train_symbol = symbol
+        if config.dtype == "bfloat16":
+            # float32 weights, optimizer state, multibox ops and losses; bfloat16 convolutions (symbol.precision)
+            train_symbol = to_bfloat16(symbol, family.name, [*fit.data_names, *fit.label_names])
+            logger.info("Training in bfloat16 (float32 weights, optimizer state, losses and multibox ops)")
+        mod = ResumableModule(train_symbol, data_names=fit.data_names, label_names=fit.label_names, logger=logger,
                               context=ctx, fixed_param_names=start.frozen or None, optimizer_states=states_file,
                               batch_begin_callback=progress.batch_begin,
-                              update_on_kvstore=cluster.update_on_kvstore, ema_decay=config.ema)
+                              update_on_kvstore=cluster.update_on_kvstore, ema_decay=config.ema,
+                              checkpoint_symbol=symbol)
         train_metric = family.train_metric()
         history = TrainingHistory(config.prefix, start.begin_epoch)
         recorder = EpochRecorder(mod, config.prefix, train_metric, history, progress, keep=config.keep,

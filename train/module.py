@@ -32,12 +32,15 @@ class ResumableModule(mx.mod.Module):
       rank 0's weights (:mod:`train.distributed`).
     * ``ema_decay`` > 0 keeps :attr:`weight_average` (:mod:`train.ema`), created
       with the optimizer; its raw weights and step travel in the ``.states`` file.
+    * ``checkpoint_symbol`` is the graph checkpoints hold (a bfloat16 run trains a
+      converted graph and saves the float32 one it came from).
     """
 
     def __init__(self, *args, optimizer_states: str | None = None,
                  batch_begin_callback: Callable[[], None] | None = None, update_on_kvstore: bool | None = None,
-                 ema_decay: float = 0.0, **kwargs):
+                 ema_decay: float = 0.0, checkpoint_symbol: mx.sym.Symbol | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.checkpoint_symbol = checkpoint_symbol if checkpoint_symbol is not None else self.symbol
         self._optimizer_states_file = optimizer_states
         self._batch_begin_callback = batch_begin_callback
         self._want_update_on_kvstore = update_on_kvstore

@@ -51,6 +51,8 @@ def finetune_params(symbol: mx.sym.Symbol, args: dict, auxs: dict, input_shapes:
 class SSDFamily(Family):
     """SSD on ``DetRecordIter``: the batch is split over the devices, ``Module.fit`` validates ``det_out``."""
 
+    name = "ssd"
+
     def __init__(self, config: SSDConfig):
         self.config = config
         self.num_images = 0

@@ -55,6 +55,8 @@ def load_pretrained(pretrained: str, epoch: int) -> tuple[dict, dict, str]:
 class RCNNFamily(Family):
     """Faster R-CNN on :class:`AnchorLoader`: one image per device, validated on the test graph."""
 
+    name = "rcnn"
+
     def __init__(self, config: RCNNConfig, num_devices: int):
         self.config = config
         self.batch_size = config.rcnn_batch_size * num_devices
