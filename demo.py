@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--video", default=None, help="annotate this video file (written to --out-dir, or beside it)")
     a("--frame-resize", default=None, help="resize camera/video frames: a factor, or 'width,height'")
     a("--out-dir", default=None, help="write annotated images here")
+    a("--dtype", choices=("float32", "bfloat16"), default="float32",
+      help="bfloat16: convolutions in bfloat16 with the float32 weights (SSD; CPUs with avx512_bf16)")
     a("--onnx", metavar="FILE", default=None,
       help="run a model written by tools/export_onnx.py with onnxruntime (its metadata supplies the settings)")
     add_rcnn_test_args(p)
@@ -249,7 +251,7 @@ def load_detector(settings, args: argparse.Namespace, ctx):
 
     symbol, arg_params, aux_params = load_test_model(
         settings.network, settings.prefix, args.epoch, settings.data_shape, settings.num_classes,
-        settings.nms_thresh, settings.force_suppress, settings.nms_topk, args.deploy_net)
+        settings.nms_thresh, settings.force_suppress, settings.nms_topk, args.deploy_net, settings.dtype)
     return Detector(symbol, arg_params, aux_params, settings.data_shape, settings.mean_pixels, settings.std_pixels,
                     batch_size=args.batch_size, ctx=ctx)
 

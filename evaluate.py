@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--analyze", metavar="DIR", default="",
       help="also write an error analysis to DIR: a confusion matrix (PNG and CSV, IoU --overlap, score >= 0.3), "
            "AP by object size in pixels, and the images with the most missed objects")
+    a("--dtype", choices=("float32", "bfloat16"), default="float32",
+      help="bfloat16: convolutions in bfloat16 with the float32 weights (SSD; CPUs with avx512_bf16)")
     a("--onnx", metavar="FILE", default=None,
       help="score a model written by tools/export_onnx.py with onnxruntime (its metadata supplies the settings)")
     add_rcnn_test_args(p)

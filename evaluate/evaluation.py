@@ -98,7 +98,7 @@ class SSDSource(RecordSource):
         model = settings.model
         self.symbol, self.arg_params, self.aux_params = load_test_model(
             model.network, model.prefix, settings.epoch, model.data_shape, model.num_classes, model.nms_thresh,
-            model.force_suppress, model.nms_topk, settings.deploy)
+            model.force_suppress, model.nms_topk, settings.deploy, model.dtype)
 
     def module(self, data_iter: mx.io.DataIter) -> mx.mod.Module:
         mod = mx.mod.Module(self.symbol, label_names=None, logger=logging.getLogger(), context=list(self.settings.ctx))

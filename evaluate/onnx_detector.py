@@ -24,7 +24,7 @@ from evaluate.run_settings import InferenceSettings
 # evaluate.py/demo.py dests that --onnx replaces: the model's metadata sets them, or it cannot use them
 ONNX_MODEL_FLAGS = ("prefix", "epoch", "network", "num_class", "class_names", "data_shape", "mean_r", "mean_g",
                     "mean_b", "std_r", "std_g", "std_b", "nms_thresh", "nms_topk", "force_nms", "deploy_net",
-                    "coco", "rcnn_nms_thresh", "rcnn_conf_thresh", "max_per_image")
+                    "coco", "rcnn_nms_thresh", "rcnn_conf_thresh", "max_per_image", "dtype")
 ONNX_DEVICE_FLAGS = ("gpus", "cpus", "cpu", "gpu_id")
 
 

@@ -28,7 +28,7 @@ from config.train_config import RCNNConfig, SSDConfig, TrainConfig
 
 # evaluate.py/demo.py dests that only SSD uses, and those that only Faster R-CNN uses
 SSD_INFERENCE_FLAGS = ("data_shape", "mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "nms_thresh",
-                       "nms_topk", "force_nms", "batch_size", "list_path", "label_width", "deploy_net", "coco")
+                       "nms_topk", "force_nms", "batch_size", "list_path", "label_width", "deploy_net", "coco", "dtype")
 RCNN_INFERENCE_FLAGS = ("rcnn_nms_thresh", "rcnn_conf_thresh", "max_per_image")
 
 
@@ -38,7 +38,8 @@ class InferenceSettings:
 
     ``rcnn`` is the Faster R-CNN run's config made ready for testing (None
     for SSD); ``run`` the saved run config, if there was one; ``onnx``: ``prefix``
-    is a model written by tools/export_onnx.py (:func:`evaluate.onnx_detector.onnx_settings`).
+    is a model written by tools/export_onnx.py (:func:`evaluate.onnx_detector.onnx_settings`);
+    ``dtype`` 'bfloat16' runs the SSD graph with bfloat16 convolutions (:mod:`symbol.precision`).
     """
 
     prefix: str
@@ -55,6 +56,7 @@ class InferenceSettings:
     rcnn: RCNNConfig | None = None
     run: TrainConfig | None = None
     onnx: bool = False
+    dtype: str = "float32"
 
     @property
     def is_rcnn(self) -> bool:
@@ -143,8 +145,8 @@ def resolve_inference(parser: argparse.ArgumentParser, args: argparse.Namespace,
                      "the --deploy graph has its NMS settings built in; set them with tools/deploy.py")
     if getattr(run, "prebuilt_graph", False):
         # a saved inference graph (tools/quantize.py): its graph, data shape and NMS are fixed
-        refuse_given(parser, args, ("nms_thresh", "nms_topk", "force_nms", "data_shape"),
-                     f"{prefix} is a saved inference graph with its shape and NMS settings built in")
+        refuse_given(parser, args, ("nms_thresh", "nms_topk", "force_nms", "data_shape", "dtype"),
+                     f"{prefix} is a saved inference graph with its shape, precision and NMS settings built in")
     ssd = run if isinstance(run, SSDConfig) else None
     saved = (lambda field: getattr(ssd, field)) if ssd is not None else (lambda field: None)
     means = [_pick(args, f"mean_{c}", ssd.mean_pixels[i] if ssd else SSDConfig.mean_pixels[i])
@@ -156,7 +158,7 @@ def resolve_inference(parser: argparse.ArgumentParser, args: argparse.Namespace,
         nms_topk=_pick(args, "nms_topk", saved("nms_topk")),
         force_suppress=_pick(args, "force_nms", saved("force_suppress")),
         label_width=_pick(args, "label_width", saved("label_width")) if hasattr(args, "label_width") else 350,
-        run=run,
+        run=run, dtype=getattr(args, "dtype", "float32"),
     )
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 
+from config.cpu import require_bfloat16
 from config.errors import UserError
 from config.run_config import load_run_config
 from evaluate.checkpoint import check_params_fit, load_checkpoint
+from symbol.precision import to_bfloat16
 from symbol.symbol_factory import get_symbol
 
 # the keys of SSDConfig.graph_overrides: get_symbol keywords that replace the network preset's
@@ -49,14 +51,15 @@ def saved_graph_overrides(prefix: str, data_shape: int) -> dict:
 
 def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_classes: int,
                     nms_thresh: float = 0.45, force_suppress: bool = False, nms_topk: int = 400,
-                    deploy: bool = False) -> tuple:
+                    deploy: bool = False, dtype: str = "float32") -> tuple:
     """(test symbol, arg_params, aux_params) for a checkpoint, or its deployed copy.
 
     With ``deploy`` the symbol is the JSON written by tools/deploy.py (no loss
     layers); otherwise the test graph is rebuilt from ``network``, with the graph
     settings of the run config beside ``prefix`` if it has any (:func:`saved_graph_overrides`),
     and the training checkpoint's weights are loaded into it. A class count that does
-    not fit the weights is a one-line error.
+    not fit the weights is a one-line error. ``dtype`` 'bfloat16' converts the graph to bfloat16
+    convolutions with float32 weights (:func:`symbol.precision.to_bfloat16`; needs an AVX-512 BF16 CPU).
     """
     model_prefix = deploy_prefix(prefix)
     if getattr(load_run_config(prefix), "prebuilt_graph", False):
@@ -78,4 +81,9 @@ def load_test_model(network: str, prefix: str, epoch: int, data_shape: int, num_
     source = f"{model_prefix if deploy else prefix}-{epoch:04d}.params"
     check_params_fit(symbol, args, auxs, {"data": (1, 3, data_shape, data_shape)}, source, num_classes,
                      require_all=True)
+    if dtype == "bfloat16":
+        require_bfloat16()
+        symbol = to_bfloat16(symbol, "ssd", ["data"])
+    elif dtype != "float32":
+        raise UserError(f"--dtype {dtype}: choose float32 or bfloat16")
     return symbol, args, auxs
