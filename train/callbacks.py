@@ -27,7 +27,7 @@ class DivergenceGuard:
 
     def __call__(self, param) -> None:
         done = param.nbatch + 1
-        where = f"epoch {param.epoch} batch {done}"
+        where = f"Epoch[{param.epoch}] batch {done}"
         for name, value in (param.eval_metric.get_global_name_value() if param.eval_metric else []):
             if not math.isfinite(value):
                 self._stop(f"{name} became {value} at {where}")
@@ -115,10 +115,11 @@ class EpochRecorder:
         if score is not None and score > self.best:
             self.best = score
             checkpoint.save_best(self.prefix, epoch + 1, score, *self._params)
-            self.logger.info("New best validation mAP %.4f at epoch %d: %s-best", score, epoch + 1, self.prefix)
+            self.logger.info("New best validation mAP %.4f (checkpoint %04d, after Epoch[%d]): %s-best", score,
+                             epoch + 1, epoch, self.prefix)
         checkpoint.save_checkpoint(self.prefix, epoch + 1, *self._params, self.mod if self.save_states else None)
         self.logger.info('Saved checkpoint to "%s"', checkpoint.params_path(self.prefix, epoch + 1))
         for removed in checkpoint.prune_checkpoints(self.prefix, self.keep):
-            self.logger.info("Pruned epoch %d (--keep %d)", removed, self.keep)
+            self.logger.info("Pruned checkpoint %04d (--keep %d)", removed, self.keep)
         if getattr(self.mod, "weight_average", None) is not None:
             self.mod.weight_average.swap_out()

@@ -186,7 +186,8 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
             logger.info("%s: [%s]", fit.frozen_label, ",".join(start.frozen))
         logger.info("Run configuration: %s", save_run_config(config) if cluster.writer else "(written by rank 0)")
         if start.begin_epoch >= config.end_epoch:
-            logger.info("Nothing to do: already at epoch %d of %d", start.begin_epoch, config.end_epoch)
+            logger.info("Nothing to do: checkpoint %04d is --end-epoch %d or later", start.begin_epoch,
+                        config.end_epoch)
             return {"prefix": config.prefix, "begin_epoch": start.begin_epoch, "end_epoch": config.end_epoch,
                     "best_map": checkpoint.best_score(config.prefix)}
 

@@ -40,7 +40,7 @@ def load_resume(prefix: str, resume, ctx, logger: logging.Logger, clean: bool = 
     logger.info("Resume training with %s from epoch %d", devices_label(ctx), epoch)
     states_file = checkpoint.states_path(prefix, epoch)
     if not os.path.isfile(states_file):
-        logger.warning("No optimizer state saved with epoch %d: momentum restarts from zero", epoch)
+        logger.warning("No optimizer state saved with checkpoint %04d: momentum restarts from zero", epoch)
         states_file = None
     elif not checkpoint.states_loadable(states_file):
         logger.warning("warning: %s cannot be loaded (cut short): momentum restarts from zero", states_file)
