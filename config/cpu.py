@@ -28,9 +28,10 @@ AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 BFLOAT16_FLAGS = AVX512_CORE_FLAGS + ("avx512_vnni", "avx512_bf16")
 
 
-def _read_lines(path: str) -> list[str] | None:
+def _read_lines(path: str | None) -> list[str] | None:
+    # CPUINFO is read at call time, so that a test can point it at another CPU's file
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path or CPUINFO, encoding="utf-8", errors="replace") as f:
             return f.read().splitlines()
     except OSError:
         return None
@@ -45,7 +46,7 @@ def _field(lines: list[str], keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def cpu_flags(path: str = CPUINFO) -> set[str]:
+def cpu_flags(path: str | None = None) -> set[str]:
     """The first CPU's feature flags (x86 ``flags``, ARM ``Features``), lower case; an empty set
     where ``path`` cannot be read or has no such line."""
     lines = _read_lines(path)
@@ -53,14 +54,14 @@ def cpu_flags(path: str = CPUINFO) -> set[str]:
     return set(value.lower().split()) if value else set()
 
 
-def cpu_model(path: str = CPUINFO) -> str:
+def cpu_model(path: str | None = None) -> str:
     """The ``model name`` of the first CPU (``'AMD EPYC'``), or ``'unknown'``."""
     lines = _read_lines(path)
     value = _field(lines, ("model name",)) if lines is not None else None
     return value or "unknown"
 
 
-def isa_summary(path: str = CPUINFO) -> str:
+def isa_summary(path: str | None = None) -> str:
     """The :data:`ISA_FLAGS` the CPU has, then those it lacks: ``'avx2 fma (no avx512f, ...)'``.
 
     ``'unknown'`` where ``path`` cannot be read or lists no flags. The same text as
@@ -74,25 +75,25 @@ def isa_summary(path: str = CPUINFO) -> str:
     return " ".join(have) + (f" (no {', '.join(lacking)})" if lacking else "")
 
 
-def missing_bfloat16_flags(path: str = CPUINFO) -> list[str]:
+def missing_bfloat16_flags(path: str | None = None) -> list[str]:
     """The :data:`BFLOAT16_FLAGS` the CPU lacks, in that order; all of them where ``path`` tells nothing."""
     flags = cpu_flags(path)
     return [flag for flag in BFLOAT16_FLAGS if flag not in flags]
 
 
-def has_bfloat16(path: str = CPUINFO) -> bool:
+def has_bfloat16(path: str | None = None) -> bool:
     """True where the CPU has every flag of :data:`BFLOAT16_FLAGS` (oneDNN's native bfloat16 kernels)."""
     return not missing_bfloat16_flags(path)
 
 
-def require_bfloat16(flag: str = "--dtype bfloat16", path: str = CPUINFO) -> None:
+def require_bfloat16(flag: str = "--dtype bfloat16", path: str | None = None) -> None:
     """Raise :class:`UserError` in one line naming ``flag``, the CPU and its missing flags, unless the CPU
     runs oneDNN's bfloat16 kernels natively (every flag of :data:`BFLOAT16_FLAGS`)."""
     missing = missing_bfloat16_flags(path)
     if not missing:
         return
     if not cpu_flags(path):
-        raise UserError(f"{flag}: cannot read the CPU flags from {path}; bfloat16 needs "
+        raise UserError(f"{flag}: cannot read the CPU flags from {path or CPUINFO}; bfloat16 needs "
                         f"{', '.join(BFLOAT16_FLAGS)}; use float32")
     if any(name in AVX512_CORE_FLAGS for name in missing):
         why = "oneDNN has no bfloat16 convolution without AVX-512"

@@ -560,19 +560,37 @@ def ssd_coverage_report(boxes: np.ndarray, network: str, data_shape: int, sizes:
     return coverage_report(best > threshold, size_px, threshold, network, int(data_shape), rec, ">", label)
 
 
-def rcnn_coverage_report(boxes: np.ndarray, image_hw: np.ndarray, network: str, feat_stride: int,
-                         scales: Sequence[float], ratios: Sequence[float], short_side: int, long_side: int,
-                         threshold: float, allowed_border: float = 0, rec: str | None = None,
-                         feat_shape: Callable[[int, int], tuple[int, int]] | None = None,
+@dataclass(frozen=True)
+class RPNGrid:
+    """How the RPN of ``network`` sees an image: resized so the short side is ``short_side`` (the long
+    side at most ``long_side``), anchors every ``feat_stride`` pixels, kept when inside the image by
+    ``allowed_border``; ``feat_shape(height, width)`` gives the map size (None: ``ceil(side / stride)``)."""
+
+    network: str
+    feat_stride: int
+    short_side: int
+    long_side: int
+    allowed_border: float = 0
+    feat_shape: Callable[[int, int], tuple[int, int]] | None = None
+
+    @classmethod
+    def of(cls, cfg, feat_shape: Callable[[int, int], tuple[int, int]] | None = None) -> RPNGrid:
+        """The grid of an ``RCNNConfig``."""
+        return cls(cfg.network, cfg.rpn_feat_stride, cfg.img_short_side, cfg.img_long_side, cfg.rpn_allowed_border,
+                   feat_shape)
+
+
+def rcnn_coverage_report(boxes: np.ndarray, image_hw: np.ndarray, grid: RPNGrid, scales: Sequence[float],
+                         ratios: Sequence[float], threshold: float, rec: str | None = None,
                          anchors: str = "preset") -> CoverageReport:
     """Coverage (IoU ``>= threshold``, the RPN's foreground rule) of normalised ``boxes`` [M, 4]
-    whose images are ``image_hw`` [M, 2] (original pixels). Sizes are pixels of the resized image.
-    ``feat_shape(height, width)`` gives the RPN map size (default ``ceil(side / stride)``)."""
-    gt, resized = rcnn_gt_boxes(boxes, image_hw, short_side, long_side)
-    feat_hw = _feat_hw(resized, feat_stride, feat_shape)
-    best = rcnn_best_iou(gt, resized, feat_stride, scales, ratios, allowed_border, feat_hw)
+    whose images are ``image_hw`` [M, 2] (original pixels), by ``scales`` x ``ratios`` anchors on
+    ``grid``. Sizes are pixels of the resized image."""
+    gt, resized = rcnn_gt_boxes(boxes, image_hw, grid.short_side, grid.long_side)
+    feat_hw = _feat_hw(resized, grid.feat_stride, grid.feat_shape)
+    best = rcnn_best_iou(gt, resized, grid.feat_stride, scales, ratios, grid.allowed_border, feat_hw)
     size_px = np.sqrt(np.maximum(gt[:, 2] - gt[:, 0] + 1, 0) * np.maximum(gt[:, 3] - gt[:, 1] + 1, 0))
-    return coverage_report(best >= threshold, size_px, threshold, network, None, rec, ">=", anchors)
+    return coverage_report(best >= threshold, size_px, threshold, grid.network, None, rec, ">=", anchors)
 
 
 def _feat_hw(resized: np.ndarray, feat_stride: int, feat_shape: Callable | None) -> np.ndarray:
@@ -879,10 +897,8 @@ class RCNNAnchorFit:
         return f"--rpn-anchor-scales '({scales})' --rpn-anchor-ratios '({ratios})'"
 
 
-def fit_rcnn_anchors(boxes: np.ndarray, image_hw: np.ndarray, network: str, feat_stride: int,
-                     scales: Sequence[float], ratios: Sequence[float], short_side: int, long_side: int,
-                     threshold: float, allowed_border: float = 0, rec: str | None = None,
-                     feat_shape: Callable | None = None, max_boxes: int = _FIT_SAMPLE,
+def fit_rcnn_anchors(boxes: np.ndarray, image_hw: np.ndarray, grid: RPNGrid, scales: Sequence[float],
+                     ratios: Sequence[float], threshold: float, rec: str | None = None, max_boxes: int = _FIT_SAMPLE,
                      seed: int = 0) -> RCNNAnchorFit:
     """RPN anchor scales and ratios for normalised ``boxes`` [M, 4] of images ``image_hw`` [M, 2].
 
@@ -894,19 +910,18 @@ def fit_rcnn_anchors(boxes: np.ndarray, image_hw: np.ndarray, network: str, feat
     image_hw = np.asarray(image_hw, dtype=np.float64).reshape(-1, 2)
     if boxes.shape[0] == 0:
         raise UserError(f"{rec or 'the data'}: no objects to fit anchors to")
-    common = dict(network=network, feat_stride=feat_stride, short_side=short_side, long_side=long_side,
-                  threshold=threshold, allowed_border=allowed_border, rec=rec, feat_shape=feat_shape)
-    before = rcnn_coverage_report(boxes, image_hw, scales=scales, ratios=ratios, anchors="preset", **common)
+    before = rcnn_coverage_report(boxes, image_hw, grid, scales, ratios, threshold, rec, anchors="preset")
     pick = np.arange(boxes.shape[0])
     if boxes.shape[0] > max_boxes:
         pick = np.random.default_rng(seed).choice(boxes.shape[0], max_boxes, replace=False)
-    gt, resized = rcnn_gt_boxes(boxes[pick], image_hw[pick], short_side, long_side)
-    feat_hw = _feat_hw(resized, feat_stride, feat_shape)
+    gt, resized = rcnn_gt_boxes(boxes[pick], image_hw[pick], grid.short_side, grid.long_side)
+    feat_hw = _feat_hw(resized, grid.feat_stride, grid.feat_shape)
     aspects = (gt[:, 3] - gt[:, 1] + 1) / np.maximum(gt[:, 2] - gt[:, 0] + 1, 1e-12)  # h / w
     best = (list(scales), list(ratios), -1.0)
     for ratio_option in (list(ratios), sorted(_round(r, 2) for r in kmeans_ratios(aspects, len(ratios)))):
         def objective(params: np.ndarray, ratio_option=ratio_option) -> float:
-            iou = rcnn_best_iou(gt, resized, feat_stride, np.exp(params), ratio_option, allowed_border, feat_hw)
+            iou = rcnn_best_iou(gt, resized, grid.feat_stride, np.exp(params), ratio_option, grid.allowed_border,
+                                feat_hw)
             return _score(iou, threshold, strict=False)
 
         start = np.log(np.sort(np.asarray(scales, dtype=np.float64)))
@@ -914,10 +929,10 @@ def fit_rcnn_anchors(boxes: np.ndarray, image_hw: np.ndarray, network: str, feat
         if score > best[2]:
             best = ([_round(v) for v in np.exp(params)], ratio_option, score)
     new_scales, new_ratios, _ = best
-    after = rcnn_coverage_report(boxes, image_hw, scales=new_scales, ratios=new_ratios, anchors="fitted", **common)
+    after = rcnn_coverage_report(boxes, image_hw, grid, new_scales, new_ratios, threshold, rec, anchors="fitted")
     if after.share < before.share:
         new_scales, new_ratios, after = list(scales), list(ratios), before
-    return RCNNAnchorFit(network, new_scales, new_ratios, before, after)
+    return RCNNAnchorFit(grid.network, new_scales, new_ratios, before, after)
 
 
 # --------------------------------------------------------------------------------------------
@@ -951,10 +966,9 @@ def check_rcnn_anchors(rec_path: str, cfg, feat_shape: Callable[[int, int], tupl
     boxes, _, difficult, image = read_record_boxes(rec_path)
     keep = ~difficult
     image_hw = read_record_image_sizes(rec_path)[image[keep]]
-    report = rcnn_coverage_report(boxes[keep], image_hw, cfg.network, cfg.rpn_feat_stride, cfg.rpn_anchor_scales,
-                                  cfg.rpn_anchor_ratios, cfg.img_short_side, cfg.img_long_side,
-                                  cfg.rpn_fg_overlap if threshold is None else threshold, cfg.rpn_allowed_border,
-                                  rec=rec_path, feat_shape=feat_shape)
+    report = rcnn_coverage_report(boxes[keep], image_hw, RPNGrid.of(cfg, feat_shape), cfg.rpn_anchor_scales,
+                                  cfg.rpn_anchor_ratios, cfg.rpn_fg_overlap if threshold is None else threshold,
+                                  rec=rec_path)
     return report, warnings(report)
 
 

@@ -19,7 +19,7 @@ devkit, per image and class:
 Labels normalised as dataset/pascal_voc.py does (a box's continuous extent,
 ``(xmin - 1) / width`` to ``xmax / width``) give exactly the devkit's +1 pixel
 IoUs, so these metrics agree with :func:`evaluate.eval_voc.voc_eval`
-(tests/test_eval_voc.py checks this on random scenes).
+(tests/evaluate/test_eval_voc.py checks this on random scenes).
 
 Images without any valid label (``cls >= 0``) are skipped, as in the
 original; the file-based devkit evaluation would count detections on them as

@@ -17,7 +17,7 @@ test graph, ``MultiBoxDetection``, has no ONNX converter, so it is written here 
 Output: ``detections [B, K, 6]`` rows ``[cls, score, xmin, ymin, xmax, ymax]`` normalised, K =
 min(nms_topk, N), sorted by score; rows removed by the threshold or NMS have ``cls = -1`` (those under
 the threshold also ``score = -1``). MXNet's output has N rows in the same layout; the kept rows
-(``cls >= 0``) are the same set (tests/test_onnx_export.py). Class names, the input size, the
+(``cls >= 0``) are the same set (tests/tools/test_onnx_export.py). Class names, the input size, the
 preprocessing and the NMS settings travel in the model's metadata (``metadata_props``).
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import config  # noqa: F401
 from dataset.synthetic import SynthDataset
 
 
-# --- data fixtures (tests/data_helpers.py builds them) -------------------------
+# --- data fixtures (tests/helpers.py builds them) ------------------------------
 @pytest.fixture(scope="session")
 def synthetic_voc(tmp_path_factory) -> SynthDataset:
     """A tiny generated VOC set, made once per test session.
@@ -20,7 +20,7 @@ def synthetic_voc(tmp_path_factory) -> SynthDataset:
     ``difficult``; ``normalised(w, h)`` gives the box as the ``.rec`` holds it).
     Read-only: copy it before changing files.
     """
-    from data_helpers import tiny_synthetic
+    from helpers import tiny_synthetic
 
     out = tmp_path_factory.mktemp("synthetic_voc")
     return tiny_synthetic(out, num_train=24, num_val=8, classes=3, seed=0, min_side=120, max_side=240)
@@ -37,15 +37,13 @@ def synthetic_rec(synthetic_voc, tmp_path_factory) -> types.SimpleNamespace:
     ``label_pad_width``) and ``synth`` (the ``synthetic_voc`` record).
     Read-only.
     """
-    from data_helpers import pack, read_lst
+    from helpers import pack_voc, read_lst
 
     out = tmp_path_factory.mktemp("synthetic_rec")
     paths = {}
     for split in ("train", "val"):
         lst = str(out / f"{split}.lst")
-        pack(["--dataset", "pascal", "--year", "synth", "--set", split, "--root", synthetic_voc.devkit,
-              "--target", lst, "--class-names", synthetic_voc.names_file]
-             + (["--no-shuffle"] if split == "val" else []))
+        pack_voc(synthetic_voc, lst, split, shuffle=split == "train")
         paths.update({f"{split}_lst": lst, f"{split}_rec": str(out / f"{split}.rec"),
                       f"{split}_idx": str(out / f"{split}.idx")})
     widest = max(len(objects) for split in ("train", "val") for _, objects in read_lst(paths[f"{split}_lst"]).values())
@@ -75,24 +73,13 @@ def trained_toy(synthetic_rec, tmp_path_factory) -> types.SimpleNamespace:
     ``val_rec``, ``val_lst`` and ``rec`` (the ``synthetic_rec`` record). A weak
     model (mAP near 0), but a real checkpoint of the training loop. Read-only.
     """
-    import mxnet as mx
-    from data_helpers import read_lst
-
-    from config.train_config import SSDConfig
-    from train.train_net import train_net
+    from helpers import read_lst, train_toy
 
     model_dir = tmp_path_factory.mktemp("trained_toy")
     network, data_shape, epoch = "toy", 128, 2
     checkpoint = str(model_dir / f"ssd_{network}_{data_shape}")
-    num_train = len(read_lst(synthetic_rec.train_lst))
-    train_net(
-        net=network, train_path=synthetic_rec.train_rec, num_classes=synthetic_rec.num_classes, batch_size=8,
-        data_shape=data_shape, mean_pixels=list(SSDConfig.mean_pixels),
-        resume=-1, finetune=-1, pretrained="", epoch=0, prefix=checkpoint, ctx=[mx.cpu()],
-        begin_epoch=0, end_epoch=epoch, frequent=1000, learning_rate=0.01, momentum=0.9,
-        weight_decay=0.0005, lr_refactor_step="", lr_refactor_ratio=1.0, num_example=num_train,
-        class_names=synthetic_rec.classes, seed=0,
-    )
+    train_toy(synthetic_rec, checkpoint, epoch, data_shape=data_shape, label_width=350, batch_size=8,
+              frequent=1000, lr=0.01, lr_factor=1.0, num_example=len(read_lst(synthetic_rec.train_lst)), seed=0)
     return types.SimpleNamespace(
         prefix=str(model_dir / "ssd_"), checkpoint=checkpoint, network=network, data_shape=data_shape,
         epoch=epoch, num_class=synthetic_rec.num_classes, classes=list(synthetic_rec.classes),

@@ -2,7 +2,8 @@
 
     python tools/benchmark.py --network vgg16_reduced --data-shape 300 --batch-size 8 --mode infer
     python tools/benchmark.py -n toy -w 256 -b 0 --mode train      # sweep batch 1, 2, 4, ..., 32
-    python tools/benchmark.py -n toy -w 128 -b 1,8 --precision fp32-unfused,fp32,int8,onnx
+    python tools/benchmark.py -n toy -w 128 -b 1,8 --precision fp32-unfused,fp32,bf16,int8,onnx
+    python tools/benchmark.py -n vgg16_reduced -w 300 -b 8 --mode train --dtype float32,bfloat16
 
 ``--mode infer`` times forward passes of the test graph (``[B, N, 6]`` detections);
 ``--mode train`` times forward, backward and an SGD update of the training graph with
@@ -10,14 +11,16 @@ random labels, as one step of ``train.py`` without data loading. The original ti
 inference only, 100 passes after 5 warm-up passes; the defaults here are shorter because a
 CPU takes seconds per batch for the VGG graphs.
 
-``--precision`` (inference only; several, comma-separated, are timed in one process one after
-the other): ``fp32`` is the graph as evaluate.py and demo.py bind it on the CPU (mxnet's MKLDNN
-subgraph backend: convolution + BatchNorm + ReLU fused), ``fp32-unfused`` the same with
-``MXNET_SUBGRAPH_BACKEND=NONE``, ``int8`` the graph tools/quantize.py writes (naive calibration
-on the random batch itself: the speed does not depend on the ranges), ``onnx`` the model
-tools/export_onnx.py writes, run by onnxruntime on the CPU with ``OMP_NUM_THREADS`` threads. Each
-line gives images/sec and the latency of one batch. The header names the CPU's vector instruction
-sets, which decide what INT8 and BF16 can gain (VNNI for INT8, AVX512_BF16/AMX for BF16).
+``--precision`` (several, comma-separated, are timed in one process one after the other):
+``fp32`` is the graph as evaluate.py and demo.py bind it on the CPU (mxnet's MKLDNN subgraph
+backend: convolution + BatchNorm + ReLU fused), ``fp32-unfused`` the same with
+``MXNET_SUBGRAPH_BACKEND=NONE``, ``bf16`` the graph ``--dtype bfloat16`` runs (bfloat16
+convolutions, float32 weights; training too), ``int8`` the graph tools/quantize.py writes (naive
+calibration on the random batch itself: the speed does not depend on the ranges), ``onnx`` the
+model tools/export_onnx.py writes, run by onnxruntime on the CPU with ``OMP_NUM_THREADS`` threads.
+``--dtype float32,bfloat16`` is the same as ``--precision fp32,bf16``. Each line gives images/sec
+and the latency of one batch. The header names the CPU model and its vector instruction sets,
+which decide what INT8 and BF16 can gain (VNNI for INT8, AVX512_BF16/AMX for BF16).
 
 CPU speed depends on ``OMP_NUM_THREADS``, which mxnet reads once when it loads: the toolkit
 defaults it to the number of cores, ``--threads K`` sets it to K, and the value in effect is
@@ -34,6 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from config.cpu import cpu_model, isa_summary, require_bfloat16
 from config.environment import scoped_env
 from config.errors import UserError, run_cli
 
@@ -41,9 +45,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BATCH_SWEEP = (1, 2, 4, 8, 16, 32)
 MODES = ("train", "infer")
-PRECISIONS = ("fp32", "fp32-unfused", "int8", "onnx")
-# the /proc/cpuinfo flags that decide what lower precision can gain, in the order printed
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+PRECISIONS = ("fp32", "fp32-unfused", "bf16", "int8", "onnx")
+TRAIN_PRECISIONS = ("fp32", "bf16")
+DTYPE_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16"}  # --dtype names
 OBJECTS_PER_IMAGE = 3
 LABEL_WIDTH = 6  # cls, xmin, ymin, xmax, ymax, difficult: what DetRecordIter yields
 
@@ -57,8 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="batch size, or several comma-separated; 0 sweeps " + ", ".join(map(str, BATCH_SWEEP)))
     parser.add_argument("--mode", choices=MODES, default="infer", help="infer: forward of the test graph; "
                         "train: forward, backward and update of the training graph")
-    parser.add_argument("--precision", default="fp32",
-                        help="inference precision(s), comma-separated: " + ", ".join(PRECISIONS))
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--precision", default="fp32",
+                           help="precision(s), comma-separated: " + ", ".join(PRECISIONS) +
+                           f" (training: {', '.join(TRAIN_PRECISIONS)})")
+    precision.add_argument("--dtype", default=None,
+                           help="train.py's names: float32, bfloat16, comma-separated (= --precision fp32, bf16)")
     parser.add_argument("--num-class", type=int, default=20, help="object classes (without background)")
     parser.add_argument("--iterations", type=int, default=20, help="timed batches per batch size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first (memory, MKLDNN caches)")
@@ -73,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--batch-size: expected integers, got {args.batch_size!r}") from err
     if args.batch_sizes == [0]:
         args.batch_sizes = list(BATCH_SWEEP)
+    if args.dtype is not None:
+        unknown = [d for d in args.dtype.split(",") if d.strip() not in DTYPE_PRECISIONS]
+        if unknown:
+            raise UserError(f"--dtype {unknown[0]}: expected float32 or bfloat16")
+        args.precision = ",".join(DTYPE_PRECISIONS[d.strip()] for d in args.dtype.split(","))
     args.precisions = [p.strip() for p in args.precision.split(",")]
     for precision in args.precisions:
         check_precision(precision, args.mode)
@@ -89,11 +102,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_precision(precision: str, mode: str) -> None:
-    """A one-line error for a precision that is not one of :data:`PRECISIONS`, or not fp32 in training."""
+    """A one-line error for a precision that is not one of :data:`PRECISIONS`, or not one of
+    :data:`TRAIN_PRECISIONS` in training, or bf16 on a CPU that lacks its kernels."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
-    if mode == "train" and precision != "fp32":
-        raise UserError(f"--precision {precision}: only fp32 with --mode train (INT8 and ONNX are inference formats)")
+    if mode == "train" and precision not in TRAIN_PRECISIONS:
+        raise UserError(f"--precision {precision}: only {' or '.join(TRAIN_PRECISIONS)} with --mode train "
+                        "(INT8 and ONNX are inference formats)")
+    if precision == "bf16":
+        require_bfloat16("--precision bf16")
 
 
 def _random_label(batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,25 +123,13 @@ def _random_label(batch_size: int, rng: np.random.Generator) -> np.ndarray:
     return label
 
 
-def cpu_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The :data:`ISA_FLAGS` the CPU reports in ``cpuinfo``, then those it lacks:
-    ``'avx2 fma (no avx512f, avx512_vnni, ...)'``; ``'unknown'`` where there is no such file."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return "unknown"
-    have = [flag for flag in ISA_FLAGS if flag in flags]
-    lacking = [flag for flag in ISA_FLAGS if flag not in flags]
-    return " ".join(have) + (f" (no {', '.join(lacking)})" if lacking else "")
-
-
 def _inference_step(network: str, data_shape: int, num_classes: int, precision: str, data: np.ndarray,
                     context: list) -> Callable[[], None]:
     """One forward pass of the test graph on ``data`` ``[B, 3, S, S]`` in ``precision``, Xavier weights."""
     import mxnet as mx
 
     from symbol import symbol_factory
+    from symbol.precision import to_bfloat16
 
     symbol = symbol_factory.get_symbol(network, data_shape, num_classes=num_classes)
     shapes = [("data", data.shape)]
@@ -136,8 +141,13 @@ def _inference_step(network: str, data_shape: int, num_classes: int, precision: 
     batch = mx.io.DataBatch([mx.nd.array(data)])
     if precision in ("fp32", "fp32-unfused"):
         return lambda: fp32.forward(batch, is_train=False)
-    # the INT8 graph and the ONNX model are made from the FP32 module's weights, as the tools make them
     arg_params, aux_params = fp32.get_params()
+    if precision == "bf16":  # the float32 weights, as evaluate.py --dtype bfloat16 runs them
+        bf16 = mx.mod.Module(to_bfloat16(symbol, "ssd", ["data"]), label_names=None, context=context)
+        bf16.bind(shapes, for_training=False)
+        bf16.set_params(arg_params, aux_params)
+        return lambda: bf16.forward(batch, is_train=False)
+    # the INT8 graph and the ONNX model are made from the FP32 module's weights, as the tools make them
     if precision == "onnx":
         return _onnx_step(symbol, arg_params, aux_params, network, data_shape, num_classes, data)
     from evaluate.quantization import quantize_graph
@@ -182,6 +192,7 @@ def benchmark(network: str, data_shape: int, batch_size: int, mode: str = "infer
     import mxnet as mx
 
     from symbol import symbol_factory
+    from symbol.precision import to_bfloat16
 
     if mode not in MODES:
         raise UserError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
@@ -196,6 +207,8 @@ def benchmark(network: str, data_shape: int, batch_size: int, mode: str = "infer
     data = rng.uniform(-128, 128, size=data_shapes[0][1]).astype(np.float32)
     if mode == "train":
         sym = symbol_factory.get_symbol_train(network, data_shape, num_classes=num_classes)
+        if precision == "bf16":
+            sym = to_bfloat16(sym, "ssd")
         batch = mx.io.DataBatch([mx.nd.array(data)], [mx.nd.array(_random_label(batch_size, rng))])
         module = mx.mod.Module(sym, data_names=["data"], label_names=["label"], context=context)
         module.bind(data_shapes=data_shapes, label_shapes=[("label", (batch_size, OBJECTS_PER_IMAGE, LABEL_WIDTH))],
@@ -208,6 +221,9 @@ def benchmark(network: str, data_shape: int, batch_size: int, mode: str = "infer
             module.forward(batch, is_train=True)
             module.backward()
             module.update()
+            # read an output, as Module.fit's metric does: without a read mxnet may leave the BatchNorm
+            # statistics' updates unfinished, and the time of the step uncounted
+            module.get_outputs()[0].wait_to_read()
     else:
         step = _inference_step(network, data_shape, num_classes, precision, data, context)
 
@@ -234,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     data_shape = args.data_shape or DEFAULT_DATA_SHAPES.get(args.network, 300)
     device = f"gpu {args.gpus}" if args.gpu_ids else "cpu"
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} (cores: {os.cpu_count()}), "
-          f"device {device}, isa {cpu_isa()}, load average {os.getloadavg()[0]:.2f}")
+          f"device {device}, cpu {cpu_model()}, isa {isa_summary()}, load average {os.getloadavg()[0]:.2f}")
     for batch_size in args.batch_sizes:
         for precision in args.precisions:
             speed = benchmark(args.network, data_shape, batch_size, args.mode, args.num_class, args.iterations,

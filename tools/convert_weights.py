@@ -12,7 +12,7 @@ NMS settings, and in ``SSDConfig.graph_overrides`` the peer's own anchors and bo
 VGG16 base becomes ``PREFIX-symbol.json`` and ``PREFIX-0001.params`` for
 ``train.py --pretrained PREFIX --epoch 1``.
 
-What each peer computes, and how the checkpoint reproduces it (tests/test_convert_weights.py checks
+What each peer computes, and how the checkpoint reproduces it (tests/tools/test_convert_weights.py checks
 every point against the peer's own model code):
 
 * ssd.pytorch: reads images with cv2 (BGR), subtracts (104, 117, 123) in BGR order, and

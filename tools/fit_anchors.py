@@ -110,7 +110,7 @@ def fit_ssd(args: argparse.Namespace) -> dict:
 
 def fit_rcnn(args: argparse.Namespace) -> dict:
     from dataset.rcnn_loader import feat_shape_from_symbol
-    from evaluate.anchor_fit import fit_rcnn_anchors, read_record_image_sizes
+    from evaluate.anchor_fit import RPNGrid, fit_rcnn_anchors, read_record_image_sizes
     from symbol.rcnn_factory import get_rcnn_train, make_config
 
     if args.data_shape is not None:
@@ -121,9 +121,8 @@ def fit_rcnn(args: argparse.Namespace) -> dict:
     boxes, image = _read_objects(args.rec)
     image_hw = read_record_image_sizes(args.rec)[image]
     feat_shape = feat_shape_from_symbol(get_rcnn_train(args.network, 1, cfg))
-    fit = fit_rcnn_anchors(boxes, image_hw, args.network, cfg.rpn_feat_stride, cfg.rpn_anchor_scales,
-                           cfg.rpn_anchor_ratios, cfg.img_short_side, cfg.img_long_side, threshold,
-                           cfg.rpn_allowed_border, rec=args.rec, feat_shape=feat_shape)
+    fit = fit_rcnn_anchors(boxes, image_hw, RPNGrid.of(cfg, feat_shape), cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios,
+                           threshold, rec=args.rec)
     print(f"anchor coverage: share of objects whose best inside anchor has IoU >= {threshold:g} "
           f"(the RPN's foreground rule), {args.network}, images resized to short side {cfg.img_short_side} "
           f"(long side at most {cfg.img_long_side}):")

@@ -7,10 +7,10 @@ than a resume, the iterators, the metrics, the validation and the optimizer's
 gradient settings. The engine owns everything else, in this order:
 
 1. the cluster (``--kv-store``), the log file, the seed;
-2. the family's checks and graph (:meth:`Family.prepare`), with the anchor
-   coverage of the training objects (:func:`record_anchor_fit`);
+2. the family's checks and graph (:meth:`Family.prepare`);
 3. the start: ``--resume`` (every rank on rank 0's choice), else the family's
-   own start (finetune, pretrained, scratch), and the shapes checked;
+   own start (finetune, pretrained, scratch), and the shapes checked; then the
+   anchor coverage of the training objects (:meth:`Family.check_data`);
 4. the iterators, equal batch counts across workers, the run config;
 5. the learning-rate schedule counted in real batches, the optimizer state;
 6. ``Module.fit`` with the progress line, the divergence guard, the
@@ -113,6 +113,10 @@ class Family:
         """The names a resumed run keeps frozen."""
         raise NotImplementedError
 
+    def check_data(self, cluster: Cluster, logger: logging.Logger) -> None:
+        """Report how well the anchors fit the training objects (:func:`record_anchor_fit`)."""
+        raise NotImplementedError
+
     def data(self, cluster: Cluster, logger: logging.Logger) -> TrainData:
         """This worker's training batches."""
         raise NotImplementedError
@@ -177,6 +181,7 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
         symbol, input_shapes = family.prepare(cluster, logger)
         # weights before iterators: a missing or corrupt file is one line, before mxnet's iterator logs
         start = _start(family, cluster, symbol, input_shapes, ctx, logger)
+        family.check_data(cluster, logger)  # the first files of the run: after every check that can refuse it
         data = family.data(cluster, logger)
         batches = EqualBatches(data.batches, data.batches_per_epoch, logger, cluster.rank) \
             if cluster.distributed else data.batches

@@ -76,12 +76,11 @@ class SSDFamily(Family):
                                   nms_thresh=config.nms_thresh, force_suppress=config.force_suppress,
                                   nms_topk=config.nms_topk, cls_loss=config.cls_loss,
                                   **(config.graph_overrides or {}))
-        self._check_anchors(cluster, logger)
         # the label's shape does not change any parameter's; this one is what --label-width gives
         label_shape = (config.batch_size, max(1, (config.label_width - 2) // 6), 6)
         return symbol, {"data": (config.batch_size,) + self.data_shape, "label": label_shape}
 
-    def _check_anchors(self, cluster: Cluster, logger: logging.Logger) -> None:
+    def check_data(self, cluster: Cluster, logger: logging.Logger) -> None:
         """The anchor coverage of the training objects, and ``<prefix>-labels.png`` (the labels and anchor shapes)."""
         config = self.config
         anchors = {k: v for k, v in (config.graph_overrides or {}).items() if k in ("sizes", "ratios", "steps")}

@@ -83,7 +83,15 @@ class RCNNFamily(Family):
         if min(self.loader.shard_sizes) < self.batch_size:
             raise UserError(f"{cfg.train_path}: shards of {self.loader.shard_sizes} images with objects for "
                             f"{cluster.num_workers} workers; each needs at least a batch of {self.batch_size}")
-        report, lines = check_rcnn_anchors(cfg.train_path, cfg, feat_shape_from_symbol(symbol))
+        self.feat_shape = feat_shape_from_symbol(symbol)
+        if self.loader.num_skipped:
+            logger.info("Skipped %d of %d training images without objects", self.loader.num_skipped,
+                        self.loader.num_skipped + sum(self.loader.shard_sizes))
+        return symbol, {desc.name: desc.shape for desc in self.loader.provide_data + self.loader.provide_label}
+
+    def check_data(self, cluster: Cluster, logger: logging.Logger) -> None:
+        cfg = self.config
+        report, lines = check_rcnn_anchors(cfg.train_path, cfg, self.feat_shape)
         # logged, not warned: the RPN also trains each object's best anchor, whatever its IoU, and with three
         # scales on a stride-16 grid few objects reach IoU 0.7
         record_anchor_fit(cfg.prefix, report, lines, cluster, logger, warn=False)
@@ -91,10 +99,6 @@ class RCNNFamily(Family):
             boxes, classes, difficult, image_index = read_record_boxes(cfg.train_path)
             write_label_stats(boxes, classes, image_index, cfg.class_names, None, f"{cfg.prefix}-labels.png",
                               difficult=difficult, title=cfg.network)
-        if self.loader.num_skipped:
-            logger.info("Skipped %d of %d training images without objects", self.loader.num_skipped,
-                        self.loader.num_skipped + sum(self.loader.shard_sizes))
-        return symbol, {desc.name: desc.shape for desc in self.loader.provide_data + self.loader.provide_label}
 
     def frozen_on_resume(self, symbol: mx.sym.Symbol) -> list[str]:
         # frozen layers keep pretrained features; from scratch every layer must learn

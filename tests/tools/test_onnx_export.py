@@ -1,0 +1,207 @@
+"""tools/export_onnx.py and ``evaluate.py`` / ``demo.py --onnx``: onnxruntime against FP32 MXNet.
+
+Detections are compared as sets of kept rows (cls >= 0): the same boxes, equal classes, scores and
+boxes within 1e-4. The one admitted difference is a near-tie at the ``nms_topk`` cut (two anchors
+whose scores differ in the 7th digit swap places across it); such rows are counted, and anything
+else fails (see ``helpers.compare_kept``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import types
+
+import mxnet as mx
+import numpy as np
+import pytest
+from helpers import batches_of, compare_kept, load_script, mxnet_raw, quickstart_like, ssd300_random, topk_cut
+
+from config.errors import UserError
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+from config.run_config import load_run_config  # noqa: E402
+from evaluate.onnx_detector import OnnxDetector, open_session  # noqa: E402
+from evaluate.onnx_export import detection_nodes, export_onnx  # noqa: E402
+
+
+def exported(build, name: str, base) -> types.SimpleNamespace:
+    """The model ``build(base)`` makes, with ``onnx``: its export under ``base`` (made once per session)."""
+    model = build(str(base))
+    model.onnx = str(base / f"{name}.onnx")
+    if not os.path.isfile(model.onnx):
+        export_onnx(model.checkpoint, model.epoch, model.onnx)
+    return model
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    return exported(quickstart_like, "quick", tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def ssd300(tmp_path_factory):
+    return exported(ssd300_random, "ssd300", tmp_path_factory.getbasetemp())
+
+
+def compare_model(model, batch_size: int) -> dict:
+    """Totals of :func:`compare_kept` over every validation image of ``model``."""
+    run = load_run_config(model.checkpoint)
+    batches = batches_of(model.val_images, run.data_shape, run.mean_pixels, run.std_pixels, batch_size)
+    reference, _ = mxnet_raw(model.checkpoint, model.epoch, batches)
+    session, _ = open_session(model.onnx)
+    ours = [row for batch in batches for row in session.run(["detections"], {"data": batch})[0]]
+    totals = {"images": len(ours), "matched": 0, "unexplained": 0, "near_cut": 0}
+    for raw_mx, raw_onnx in zip(reference, ours):
+        assert raw_onnx.shape == (min(run.nms_topk, raw_mx.shape[0]), 6)
+        for key, value in compare_kept(raw_mx, raw_onnx, topk_cut(raw_onnx, run.nms_topk)).items():
+            totals[key] += value
+    return totals
+
+
+@pytest.mark.slow
+def test_metadata_input_and_output(quick):
+    model = onnx.load(quick.onnx)
+    meta = {p.key: p.value for p in model.metadata_props}
+    settings = json.loads(meta["mxdet"])
+    run = load_run_config(quick.checkpoint)
+    assert settings["class_names"] == ["circle", "square", "triangle"] == run.class_names
+    assert settings["data_shape"] == 128
+    assert (settings["mean_pixels"], settings["std_pixels"]) == ([123, 117, 104], [1, 1, 1])
+    assert (settings["nms_thresh"], settings["nms_topk"], settings["force_suppress"]) == (0.45, 400, False)
+    assert json.loads(meta["class_names"]) == run.class_names and "RGB" in meta["preprocessing"]
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert [o.name for o in model.graph.output] == ["detections"]
+    ops = {node.op_type for node in model.graph.node}
+    assert {"NonMaxSuppression", "TopK", "Exp"} <= ops and not any("MultiBox" in op for op in ops)
+
+
+@pytest.mark.slow
+def test_quick_model_detections_equal_mxnet(quick):
+    totals = compare_model(quick, batch_size=10)
+    assert totals["images"] == 50
+    assert totals["unexplained"] == 0, totals
+    assert totals["matched"] > 1000, totals  # thousands of kept rows compared, not a handful
+    assert totals["near_cut"] <= 2, totals
+
+
+@pytest.mark.slow
+def test_ssd300_random_detections_equal_mxnet(ssd300):
+    totals = compare_model(ssd300, batch_size=10)
+    assert totals["images"] == 50
+    assert totals["unexplained"] == 0, totals
+    assert totals["matched"] > 2000, totals
+    assert totals["near_cut"] <= 4, totals
+
+
+@pytest.mark.slow
+def test_evaluate_onnx_map_equals_mxnet(quick, capsys):
+    evaluate_script = load_script("evaluate")
+    maps = []
+    for argv in (["--prefix", quick.checkpoint, "--epoch", str(quick.epoch)], ["--onnx", quick.onnx]):
+        capsys.readouterr()
+        evaluate_script.main(argv + ["--rec-path", quick.val_rec, "--batch-size", "8"])
+        maps.append(float(capsys.readouterr().out.strip().splitlines()[-1].split("=")[1]))
+    assert maps[0] > 0.02  # a trained model, not noise
+    assert abs(maps[0] - maps[1]) <= 1e-4, maps
+
+
+@pytest.mark.slow
+def test_demo_onnx_prints_what_mxnet_prints(quick, capsys):
+    demo_script = load_script("demo")
+    images = ",".join(quick.val_images[:4])
+    outputs = []
+    for argv in (["--prefix", quick.checkpoint, "--epoch", str(quick.epoch), "--cpu"], ["--onnx", quick.onnx]):
+        capsys.readouterr()
+        assert demo_script.main(argv + ["--images", images, "--no-timer", "--thresh", "0.2"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count("detections") == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, argv, flag", [
+    ("evaluate", ["--prefix", "x"], "--prefix"), ("evaluate", ["--nms", "0.3"], "--nms"),
+    ("evaluate", ["--gpus", ""], "--gpus"), ("evaluate", ["--class-names", "a,b,c"], "--class-names"),
+    ("demo", ["--cpu"], "--cpu"), ("demo", ["--no-force"], "--no-force"), ("demo", ["--data-shape", "256"],
+                                                                              "--data-shape"),
+])
+def test_flags_that_onnx_replaces_are_refused(quick, script, argv, flag):
+    module = load_script(script)
+    base = ["--rec-path", quick.val_rec] if script == "evaluate" else ["--images", quick.val_images[0]]
+    with pytest.raises(UserError, match=f"^{flag}: not with --onnx"):
+        module.main(["--onnx", quick.onnx] + base + argv)
+
+
+@pytest.mark.slow
+def test_preprocessing_is_the_checkpoints(quick):
+    """The metadata's input size and pixel statistics give the preprocessing the checkpoint's run config gives."""
+    import cv2
+
+    from evaluate.detector import ImageDetector
+
+    image = cv2.imread(quick.val_images[0])
+    run = load_run_config(quick.checkpoint)
+    ours = OnnxDetector(quick.onnx)
+    assert np.array_equal(ours.preprocess(image),
+                          ImageDetector(run.data_shape, run.mean_pixels, run.std_pixels).preprocess(image))
+
+
+@pytest.mark.slow
+def test_missing_model_is_one_line(quick):
+    with pytest.raises(UserError, match="^--onnx /nonexistent.onnx: file not found"):
+        OnnxDetector("/nonexistent.onnx")
+
+
+def run_detection_graph(cls_prob: np.ndarray, loc: np.ndarray, anchors: np.ndarray, nms: float, topk: int,
+                        force: bool, clip: bool = True) -> np.ndarray:
+    """The exporter's decoding + NMS alone, on given ``cls_prob [B, C+1, N]`` and ``loc [B, 4N]``."""
+    from onnx import TensorProto, helper
+
+    num_classes = cls_prob.shape[1] - 1
+    nodes, inits = detection_nodes(num_classes, anchors, (0.1, 0.1, 0.2, 0.2), nms, topk, force, clip=clip)
+    graph = helper.make_graph(nodes, "det", [
+        helper.make_tensor_value_info("multibox_loc_pred", TensorProto.FLOAT, [None, loc.shape[1]]),
+        helper.make_tensor_value_info("cls_prob", TensorProto.FLOAT, [None, num_classes + 1, anchors.shape[0]])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["detections"], {"multibox_loc_pred": loc, "cls_prob": cls_prob})[0]
+
+
+@pytest.mark.parametrize("nms, topk, force, clip", [(0.45, 400, False, True), (0.3, 50, False, True),
+                                                     (0.5, -1, True, True), (0.45, 20, True, True),
+                                                     (0.0, 400, False, True), (0.45, 400, False, False)])
+def test_decoding_and_nms_match_multibox_detection(nms, topk, force, clip):
+    """Random scores, offsets and anchors (no network): the kept rows are MultiBoxDetection's exactly."""
+    rng = np.random.default_rng(int(nms * 100) + topk)
+    batch, classes, anchors_n = 3, 5, 600
+    logits = rng.normal(0, 2, size=(batch, classes + 1, anchors_n)).astype(np.float32)
+    cls_prob = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    loc = rng.normal(0, 1, size=(batch, 4 * anchors_n)).astype(np.float32)
+    centres = rng.uniform(0, 1, size=(anchors_n, 2))
+    sizes = rng.uniform(0.05, 0.5, size=(anchors_n, 2))
+    anchors = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+    reference = mx.nd.contrib.MultiBoxDetection(
+        mx.nd.array(cls_prob), mx.nd.array(loc), mx.nd.array(anchors[None]), nms_threshold=nms,
+        force_suppress=force, nms_topk=topk, variances=(0.1, 0.1, 0.2, 0.2), clip=clip).asnumpy()
+    ours = run_detection_graph(cls_prob, loc, anchors, nms, topk, force, clip)
+    assert ours.shape == (batch, anchors_n if topk <= 0 or nms == 0 else topk, 6)
+    for raw_mx, raw_onnx in zip(reference, ours):
+        result = compare_kept(raw_mx, raw_onnx, None, tol=1e-6)
+        assert result["unexplained"] == 0 and result["matched"] == int((raw_mx[:, 0] >= 0).sum()), result
+        assert result["matched"] > 10
+
+
+def test_a_network_with_an_op_mx2onnx_lacks_is_one_line(tmp_path):
+    from evaluate.onnx_export import _export_heads
+
+    data = mx.sym.Variable("data")
+    feature = mx.sym.contrib.AdaptiveAvgPooling2D(data, output_size=4, name="pool")  # no mx2onnx converter
+    loc = mx.sym.Flatten(feature, name="multibox_loc_pred")
+    cls_prob = mx.sym.softmax(mx.sym.Reshape(feature, shape=(0, 3, -1)), axis=1, name="cls_prob")
+    symbol = mx.sym.Group([loc, cls_prob])
+    with pytest.raises(UserError, match="^--network fake: cannot be exported to ONNX: mx2onnx 1.9.1 cannot "
+                                        "convert the op _contrib_AdaptiveAvgPooling2D "):
+        _export_heads(symbol, {}, {}, 32, "fake", str(tmp_path / "x.onnx"))
