@@ -34,6 +34,7 @@ import numpy as np
 from config.errors import UserError
 from config.train_config import RCNNConfig
 from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
+from dataset.recordio import detection_objects
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +58,9 @@ class DetRecord:
         self._record = mx.recordio.MXIndexedRecordIO(idx_path, rec_path, "r")
         self.keys: list[int] = sorted(self._record.keys)
         self.objects: dict[int, np.ndarray] = {
-            key: self._parse_label(key, mx.recordio.unpack(self._record.read_idx(key))[0].label)
+            key: detection_objects(mx.recordio.unpack(self._record.read_idx(key))[0].label, self.rec_path, key)
             for key in self.keys
         }
-
-    def _parse_label(self, key: int, label: np.ndarray | float) -> np.ndarray:
-        label = np.atleast_1d(np.asarray(label, dtype=np.float64))
-        if label.size < 2 or label[0] < 2 or label[1] < 5 or (label.size - label[0]) % label[1]:
-            raise UserError(
-                f"{self.rec_path}: record {key} has no detection label "
-                "(pack a detection .lst with im2rec --pack-label)"
-            )
-        header_width, object_width = int(label[0]), int(label[1])
-        rows = label[header_width:].reshape(-1, object_width)
-        objects = np.zeros((rows.shape[0], 6))
-        objects[:, : min(6, object_width)] = rows[:, :6]
-        return objects[objects[:, 0] >= 0]
 
     def read_image(self, key: int) -> np.ndarray:
         """The decoded BGR image [H, W, 3] (uint8) of record ``key``."""

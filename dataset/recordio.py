@@ -198,6 +198,21 @@ def _list_labels(list_path: str) -> Iterator[np.ndarray]:
                 raise UserError(f"{list_path}: line {number} is not a detection list line") from None
 
 
+def detection_objects(label, rec_path: str, number: int) -> np.ndarray:
+    """Record ``number``'s packed label ``[header_width, object_width, header..., objects...]`` as ``[n, 6]``
+    rows ``(cls, xmin, ymin, xmax, ymax, difficult)``: padding rows (``cls < 0``) dropped, a missing difficult
+    column read as 0. A label that is no detection label is a one-line error naming ``rec_path``."""
+    label = np.atleast_1d(np.asarray(label, dtype=np.float64))
+    if label.size < 2 or label[0] < 2 or label[1] < 5 or (label.size - int(label[0])) % int(label[1]):
+        raise UserError(f"{rec_path}: record {number} has no detection label "
+                        "(pack a detection list with tools/prepare_dataset.py)")
+    header_width, object_width = int(label[0]), int(label[1])
+    rows = label[header_width:].reshape(-1, object_width)
+    objects = np.zeros((rows.shape[0], 6))
+    objects[:, :min(6, object_width)] = rows[:, :6]
+    return objects[objects[:, 0] >= 0]
+
+
 def scan_labels(rec_path: str, list_path: str = "", num_classes: int | None = None, flag: str = "--num-class"
                 ) -> int:
     """Check ``rec_path`` (and ``list_path``, whose labels replace the packed ones) and return its image count.

@@ -64,9 +64,9 @@ def read_record_objects(rec_path: str) -> list[np.ndarray]:
     without a difficult column reads 0. Raises :class:`UserError` naming the file when it is
     missing, not RecordIO, cut mid-record, or holds a record without a detection label.
     """
-    from dataset.recordio import iter_records
+    from dataset.recordio import detection_objects, iter_records
 
-    return [_parse_label(rec_path, number, header.label)
+    return [detection_objects(header.label, rec_path, number)
             for number, (header, _) in enumerate(iter_records(rec_path))]
 
 
@@ -83,19 +83,6 @@ def read_record_boxes(rec_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     image = np.concatenate([np.full(len(r), number, dtype=np.int64) for number, r in enumerate(rows)] or
                            [np.zeros(0, dtype=np.int64)])
     return objects[:, 1:5].copy(), objects[:, 0].astype(np.int64), objects[:, 5] > 0, image
-
-
-def _parse_label(rec_path: str, number: int, label) -> np.ndarray:
-    """One record's label as ``[n, 6]`` rows ``(cls, xmin, ymin, xmax, ymax, difficult)``."""
-    label = np.atleast_1d(np.asarray(label, dtype=np.float64))
-    if label.size < 2 or label[0] < 2 or label[1] < 5 or (label.size - int(label[0])) % int(label[1]):
-        raise UserError(f"{rec_path}: record {number} has no detection label "
-                        "(pack a detection list with tools/prepare_dataset.py)")
-    header_width, object_width = int(label[0]), int(label[1])
-    raw = label[header_width:].reshape(-1, object_width)
-    objects = np.zeros((raw.shape[0], 6))
-    objects[:, :min(6, object_width)] = raw[:, :6]
-    return objects[objects[:, 0] >= 0]
 
 
 def read_record_image_sizes(rec_path: str) -> np.ndarray:

@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-steps", default="30,36", help="epochs at which the learning rate drops 10x")
     p.add_argument("--seed", type=int, default=7, help="data and initialisation seed")
     p.add_argument("--demo-images", type=int, default=4, help="validation images to annotate")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="train.py --dtype (bfloat16: CPUs with avx512_bf16)")
     return p.parse_args(argv)
 
 
@@ -83,7 +85,8 @@ def main(argv=None) -> None:
          "--prefix", model_prefix, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
          "--lr-steps", args.lr_steps, "--warmup-epochs", "1", "--augment", "flip",
          "--end-epoch", str(args.epochs), "--num-example", "-1",
-         "--frequent", "10", "--seed", str(args.seed), "--log", os.path.join(out, "train.log")], steps)
+         "--frequent", "10", "--seed", str(args.seed), "--log", os.path.join(out, "train.log"),
+         "--dtype", args.dtype], steps)
     prefix = f"{model_prefix}_{NETWORK}_{DATA_SHAPE}"
     # the run config (<prefix>-ssd.json) supplies network, shape, classes, pixels and NMS settings
     run([py, "evaluate.py", "--prefix", prefix, "--epoch", str(args.epochs),
