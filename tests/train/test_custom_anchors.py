@@ -52,6 +52,15 @@ def test_the_run_config_holds_the_anchors_and_every_script_uses_them(custom, syn
 
 
 @pytest.mark.slow
+def test_demo_runs_the_custom_anchors(custom, synthetic_rec, capsys):
+    """The first head has 4 anchors a cell (3 sizes + 2 ratios - 1): the preset's 3 would not load."""
+    image = synthetic_rec.synth.image_path(synthetic_rec.synth.split("val")[0])
+    assert load_script("demo").main(["--prefix", custom, "--epoch", "1", "--images", image, "--cpu",
+                                     "--thresh", "0.01"]) == 0
+    assert f"{image}:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_deploy_builds_the_custom_anchors(custom, tmp_path):
     import mxnet as mx
 

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from helpers import ROOT, logged_epochs, read_lst, script_command, train_args, train_toy
 
+from config.cpu import has_bfloat16
 from dataset.recordio import shard_of_records
 from evaluate import checkpoint
 from tools import launch
@@ -377,3 +378,18 @@ def test_faster_rcnn_dist_sync_one_epoch_same_weights(synthetic_rec, tmp_path):
     found = digests(done.stderr)
     assert found[(0, 0)] == found[(1, 0)]
     assert checkpoint_digest(prefix + "_faster_rcnn_small", 1) == found[(0, 0)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_bfloat16(), reason="needs avx512_bf16 and the AVX-512 core flags; this CPU lacks some")
+def test_dist_sync_in_bfloat16_keeps_the_workers_identical(synthetic_rec, tmp_path):
+    """--dtype bfloat16 under the parameter server: float32 weights pushed and pulled, identical on both ranks."""
+    prefix = str(tmp_path / "ssd")
+    command = train_argv(synthetic_rec, prefix, batch_size=6, end_epoch=1, kv_store="dist_sync", dtype="bfloat16",
+                         log=tmp_path / "train.log")
+    with job_marker() as marker:
+        done = run_job(marker, command)
+        assert done.returncode == 0, done.stderr[-3000:]
+    found = digests(done.stderr)
+    assert found[(0, 0)] == found[(1, 0)] == checkpoint_digest(prefix + "_toy_64", 1)
+    assert "Training in bfloat16" in done.stderr

@@ -242,6 +242,28 @@ def test_evaluate_prints_the_table_and_the_validation_map(trained_rcnn, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_analyze_counts_every_object_of_the_record(trained_rcnn, tmp_path, capsys):
+    """--analyze on Faster R-CNN: the confusion matrix's ground-truth rows hold every non-difficult object once,
+    and AP by size is measured in pixels of the resized images."""
+    import csv
+
+    from evaluate.anchor_fit import read_record_boxes
+
+    out = tmp_path / "analysis"
+    evaluate_script.main(["--prefix", trained_rcnn.checkpoint, "--epoch", str(EPOCHS), "--rec-path",
+                          trained_rcnn.rec.val_rec, "--gpus", "", "--analyze", str(out)])
+    assert "error analysis: " in capsys.readouterr().out
+    with open(out / "confusion.csv") as f:
+        rows = list(csv.reader(f))[1:-1]  # the class rows; the last is background
+    _, classes, difficult, _ = read_record_boxes(trained_rcnn.rec.val_rec)
+    expected = np.bincount(classes[~difficult], minlength=len(CLASSES)).tolist()
+    assert [sum(int(v) for v in row[1:]) for row in rows] == expected
+    with open(out / "ap_by_size.csv") as f:
+        sized = list(csv.DictReader(f))
+    assert sized and os.path.getsize(out / "worst_images.png") > 0
+
+
+@pytest.mark.slow
 def test_demo_draws_rcnn_detections(trained_rcnn, tmp_path, capsys):
     image_path = trained_rcnn.rec.val_images[0]
     capsys.readouterr()
