@@ -473,3 +473,21 @@ def batches_of(paths: list[str], data_shape: int, mean, std, batch_size: int) ->
     prep = ImageDetector(data_shape, mean, std)
     images = [prep.preprocess(cv2.imread(path)) for path in paths]
     return [np.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+
+
+def rcnn_train_batch(sym, cfg, height: int, width: int):
+    """A Faster R-CNN training batch for ``sym``: a random image [1, 3, H, W] with two ground-truth boxes and
+    their real RPN targets (data ``data, im_info, gt_boxes``; labels ``label, bbox_target, bbox_weight``)."""
+    import mxnet as mx
+
+    from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
+    from dataset.rcnn_loader import feat_shape_from_symbol
+
+    feat_shape = feat_shape_from_symbol(sym)(height, width)
+    anchors = AnchorGenerator(cfg.rpn_feat_stride, cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios)
+    gt = np.array([[10, 20, 70, 90, 1], [80, 30, 150, 120, 2]], dtype=np.float32)
+    targets = anchor_targets_to_rpn_layout(
+        *AnchorSampler(seed=0).assign(anchors.generate(*feat_shape), gt, height, width), *feat_shape)
+    data = [mx.nd.array(np.random.RandomState(0).randn(1, 3, height, width)),
+            mx.nd.array([[height, width, 1.0]]), mx.nd.array(gt[None])]
+    return mx.io.DataBatch(data, [mx.nd.array(t[None]) for t in targets])

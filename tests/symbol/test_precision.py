@@ -239,22 +239,13 @@ def test_inference_matches_float32_with_the_same_weights():
 
 @needs_bfloat16
 def test_rcnn_trains_a_few_steps_with_finite_losses(monkeypatch):
-    from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
-    from dataset.rcnn_loader import feat_shape_from_symbol
+    from helpers import rcnn_train_batch
 
     monkeypatch.setenv("MXDET_RCNN_SEED", "0")
     cfg = make_config("faster_rcnn_small", rcnn_batch_rois=16, rpn_pre_nms_topk=600, rpn_post_nms_topk=100,
                       rpn_anchor_scales=(2, 4, 8))
     sym = to_bfloat16(get_rcnn_train("faster_rcnn_small", 2, cfg), family="rcnn")
-    height, width = 128, 160
-    feat_shape = feat_shape_from_symbol(sym)(height, width)
-    anchors = AnchorGenerator(cfg.rpn_feat_stride, cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios)
-    gt = np.array([[10, 20, 70, 90, 1], [80, 30, 150, 120, 2]], dtype=np.float32)
-    targets = anchor_targets_to_rpn_layout(
-        *AnchorSampler(seed=0).assign(anchors.generate(*feat_shape), gt, height, width), *feat_shape)
-    data = [mx.nd.array(np.random.RandomState(0).randn(1, 3, height, width)),
-            mx.nd.array([[height, width, 1.0]]), mx.nd.array(gt[None])]
-    batch = mx.io.DataBatch(data, [mx.nd.array(t[None]) for t in targets])
+    batch = rcnn_train_batch(sym, cfg, 128, 160)
     mod = mx.mod.Module(sym, data_names=list(RCNN_DATA), label_names=list(RCNN_LABELS), context=mx.cpu())
     mod.bind([(n, a.shape) for n, a in zip(RCNN_DATA, batch.data)],
              [(n, a.shape) for n, a in zip(RCNN_LABELS, batch.label)])

@@ -6,12 +6,11 @@ import inspect
 import mxnet as mx
 import numpy as np
 import pytest
+from helpers import rcnn_train_batch
 
 import symbol.proposal_target  # noqa: F401  (registers the op)
 from config.errors import UserError
 from dataset.bbox import bbox_pred
-from dataset.rcnn_anchor import AnchorGenerator, AnchorSampler, anchor_targets_to_rpn_layout
-from dataset.rcnn_loader import feat_shape_from_symbol
 from symbol.rcnn_factory import (
     NETWORKS,
     fixed_param_names,
@@ -257,19 +256,6 @@ def test_fixed_params_match_by_substring():
     assert "stage2_unit1_conv1_weight" not in fixed and "rpn_conv_3x3_weight" not in fixed
 
 
-def _train_batch(sym, cfg, height, width):
-    """A random image with two GT boxes and its real RPN targets."""
-    feat_shape = feat_shape_from_symbol(sym)(height, width)
-    anchors = AnchorGenerator(cfg.rpn_feat_stride, cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios)
-    gt = np.array([[10, 20, 70, 90, 1], [80, 30, 150, 120, 2]], dtype=np.float32)
-    targets = anchor_targets_to_rpn_layout(
-        *AnchorSampler(seed=0).assign(anchors.generate(*feat_shape), gt, height, width), *feat_shape
-    )
-    data = [mx.nd.array(np.random.RandomState(0).randn(1, 3, height, width)),
-            mx.nd.array([[height, width, 1.0]]), mx.nd.array(gt[None])]
-    return mx.io.DataBatch(data, [mx.nd.array(t[None]) for t in targets])
-
-
 # Every network runs at 128x160 with 16 ROIs and anchors of 32..128 pixels (the default 128..512 px ones
 # do not fit inside such an image, so the RPN would get no labels). VGG's 25088x4096 fc6 (400 MB of
 # weights) is avoided with a 2x2 ROI pool.
@@ -285,7 +271,7 @@ def test_one_training_step_then_test_graph(network, pooled):
                       test_rpn_pre_nms_topk=300, test_rpn_post_nms_topk=50, rcnn_pooled_size=pooled,
                       rpn_anchor_scales=(2, 4, 8))
     sym = get_rcnn_train(network, 2, cfg)
-    batch = _train_batch(sym, cfg, 128, 160)
+    batch = rcnn_train_batch(sym, cfg, 128, 160)
     rpn_label = batch.label[0].asnumpy()
     assert np.sum(rpn_label == 1) >= 2 and np.sum(rpn_label == 0) > 100
     mod = mx.mod.Module(sym, data_names=["data", "im_info", "gt_boxes"],
