@@ -491,3 +491,14 @@ def rcnn_train_batch(sym, cfg, height: int, width: int):
     data = [mx.nd.array(np.random.RandomState(0).randn(1, 3, height, width)),
             mx.nd.array([[height, width, 1.0]]), mx.nd.array(gt[None])]
     return mx.io.DataBatch(data, [mx.nd.array(t[None]) for t in targets])
+
+
+def learnable_rec(out, num_val: int, seed: int) -> types.SimpleNamespace:
+    """A set the toy SSD learns in seconds, packed under ``out``: 2 classes, 128 training and ``num_val``
+    validation images of 128-200 px with 1-3 objects of 25-60% of the side. A ``synthetic_rec``-like
+    namespace: ``train_rec``, ``val_rec``, ``num_classes``, ``classes``, ``label_width``."""
+    synth = tiny_synthetic(out, num_train=128, num_val=num_val, classes=2, seed=seed, min_side=128, max_side=200,
+                           min_size=0.25, max_size=0.6, max_objects=3)
+    train_rec, val_rec = (pack_voc(synth, os.path.join(str(out), f"{split}.lst"), split) for split in ("train", "val"))
+    return types.SimpleNamespace(train_rec=train_rec, val_rec=val_rec, num_classes=2, classes=list(synth.classes),
+                                 label_width=350)

@@ -8,12 +8,11 @@ points from one epoch to the next). The tolerances are 10%, 20% and 10 points.
 """
 import math
 import os
-import types
 
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import checkpoint_weights, history, load_script, pack_voc, tiny_synthetic, train_toy
+from helpers import checkpoint_weights, history, learnable_rec, load_script, train_toy
 
 import config.cpu
 from config.cpu import BFLOAT16_FLAGS, has_bfloat16
@@ -27,12 +26,7 @@ AVX2_CPUINFO = "processor : 0\nmodel name : An AVX2 CPU\nflags : fpu sse sse2 av
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory):
     """2 classes, 128 train / 24 val images of 1-3 large objects."""
-    out = tmp_path_factory.mktemp("bf16_learn")
-    synth = tiny_synthetic(out, num_train=128, num_val=24, classes=2, seed=5, min_side=128, max_side=200,
-                           min_size=0.25, max_size=0.6, max_objects=3)
-    train_rec, val_rec = (pack_voc(synth, out / f"{split}.lst", split) for split in ("train", "val"))
-    return types.SimpleNamespace(train_rec=train_rec, val_rec=val_rec, num_classes=2, classes=list(synth.classes),
-                                 label_width=350)
+    return learnable_rec(tmp_path_factory.mktemp("bf16_learn"), num_val=24, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from helpers import (
     checkpoint_weights,
     expected_labels,
     history,
+    learnable_rec,
     load_script,
     pack_voc,
     script_command,
@@ -55,12 +56,7 @@ def learn_rec(tmp_path_factory):
 
     30 validation images at batch 16 leave a padded last batch (2 repeats).
     """
-    out = tmp_path_factory.mktemp("learn")
-    synth = tiny_synthetic(out, num_train=128, num_val=30, classes=2, seed=3, min_side=128, max_side=200,
-                           min_size=0.25, max_size=0.6, max_objects=3)
-    train_rec, val_rec = (pack_voc(synth, out / f"{split}.lst", split) for split in ("train", "val"))
-    return types.SimpleNamespace(train_rec=train_rec, val_rec=val_rec, num_classes=2, classes=list(synth.classes),
-                                 label_width=350)
+    return learnable_rec(tmp_path_factory.mktemp("learn"), num_val=30, seed=3)
 
 
 @pytest.fixture(scope="module")
