@@ -8,17 +8,21 @@
 
 Each step is the command a user would type; it is printed before it runs.
 
-The settings are chosen for the toy network:
+The data and the recipe are config/recipes.py's (QUICKSTART_SET, RECIPES):
 
 * objects span 20% to 60% of the image side, inside the toy anchors' range of
   0.2 to 0.96; at most 4 per image, and only 10% may be cut by the border;
 * the input is 128x128: at 256 the toy network's first two scales see less of
   the image than their anchors cover (receptive fields of about 52 and 108 px
   for 51-70 and 95-115 px anchors), and it learns several times slower;
-* mirror-only augmentation (``--augment flip``), lr 0.05 after a one-epoch
-  warm-up: the SSD crop/pad samplers need hundreds of epochs, not 40.
+* mirror-only augmentation (``--augment flip``): the SSD crop/pad samplers need
+  hundreds of epochs, not tens;
+* ``--recipe fast`` (the default): 16 epochs, lr 0.05 after a one-epoch warm-up,
+  cosine decay and a weight average; ``--recipe step`` is the earlier 40-epoch
+  recipe with steps at 30 and 36 (docs/benchmarks.md compares them).
 """
 import argparse
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -26,24 +30,22 @@ import sys
 import time
 
 from config.errors import UserError, run_cli
+from config.recipes import DATA_SHAPE, NETWORK, QUICKSTART_RECIPE, QUICKSTART_SET, RECIPES, data_commands, train_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-NETWORK = "toy"
-DATA_SHAPE = 128
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default=os.path.join(ROOT, "output", "quickstart"), help="where everything goes")
-    p.add_argument("--classes", type=int, default=3, help="object classes in the synthetic set")
     p.add_argument("--num-train", type=int, default=1000, help="training images")
     p.add_argument("--num-val", type=int, default=200, help="validation images")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs")
-    p.add_argument("--batch-size", type=int, default=16, help="training batch size")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate (after a one-epoch warm-up)")
-    p.add_argument("--lr-steps", default="30,36", help="epochs at which the learning rate drops 10x")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=QUICKSTART_RECIPE,
+                   help="training recipe (config/recipes.py)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: the recipe's)")
     p.add_argument("--seed", type=int, default=7, help="data and initialisation seed")
     p.add_argument("--demo-images", type=int, default=4, help="validation images to annotate")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -71,30 +73,24 @@ def main(argv=None) -> None:
     steps: list = []
     start = time.time()
 
-    run([py, "tools/make_synthetic.py", "--out", data_dir, "--classes", str(args.classes),
-         "--num-train", str(args.num_train), "--num-val", str(args.num_val), "--seed", str(args.seed),
-         "--min-size", "0.2", "--max-size", "0.6", "--max-objects", "4", "--truncation", "0.1"], steps)
-    for split in ("train", "val"):
-        run([py, "tools/prepare_dataset.py", "--dataset", "pascal", "--year", "synth", "--set", split,
-             "--root", os.path.join(data_dir, "VOCdevkit"), "--target", os.path.join(data_dir, f"{split}.lst"),
-             "--class-names", names] + (["--no-shuffle"] if split == "val" else []), steps)
-    common = ["--network", NETWORK, "--data-shape", str(DATA_SHAPE), "--num-class", str(args.classes),
-              "--class-names", names, "--gpus", ""]
-    run([py, "train.py", *common, "--train-path", os.path.join(data_dir, "train.rec"),
-         "--val-path", os.path.join(data_dir, "val.rec"), "--pretrained", "", "--freeze", "",
-         "--prefix", model_prefix, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-         "--lr-steps", args.lr_steps, "--warmup-epochs", "1", "--augment", "flip",
-         "--end-epoch", str(args.epochs), "--num-example", "-1",
-         "--frequent", "10", "--seed", str(args.seed), "--log", os.path.join(out, "train.log"),
-         "--dtype", args.dtype], steps)
+    for cmd in data_commands(py, data_dir, QUICKSTART_SET, args.num_train, args.num_val, args.seed):
+        run(cmd, steps)
+    with open(names) as f:
+        num_class = sum(1 for line in f if line.strip())
+    recipe = RECIPES[args.recipe]
+    if args.epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    overrides = ["--batch-size", str(args.batch_size)] if args.batch_size is not None else []
+    run([*train_command(py, recipe, data_dir, num_class, model_prefix, args.seed, os.path.join(out, "train.log")),
+         *overrides, "--dtype", args.dtype], steps)
     prefix = f"{model_prefix}_{NETWORK}_{DATA_SHAPE}"
     # the run config (<prefix>-ssd.json) supplies network, shape, classes, pixels and NMS settings
-    run([py, "evaluate.py", "--prefix", prefix, "--epoch", str(args.epochs),
+    run([py, "evaluate.py", "--prefix", prefix, "--epoch", str(recipe.epochs),
          "--rec-path", os.path.join(data_dir, "val.rec"), "--plot-pr", os.path.join(out, "pr")], steps)
     with open(os.path.join(data_dir, "VOCdevkit", "VOCsynth", "ImageSets", "Main", "val.txt")) as f:
         val_ids = [line.strip() for line in f if line.strip()][: args.demo_images]
     images = ",".join(os.path.join(data_dir, "VOCdevkit", "VOCsynth", "JPEGImages", f"{i}.jpg") for i in val_ids)
-    run([py, "demo.py", "--prefix", prefix, "--epoch", str(args.epochs), "--cpu", "--images", images,
+    run([py, "demo.py", "--prefix", prefix, "--epoch", str(recipe.epochs), "--cpu", "--images", images,
          "--thresh", "0.5", "--out-dir", demo_dir], steps)
 
     total = time.time() - start

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from config.recipes import QUICKSTART_RECIPE, RECIPES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -19,6 +21,9 @@ def test_quickstart_runs_every_step_and_prints_the_map(tmp_path):
     steps = re.findall(r"^\$ \S+ (\S+)", proc.stdout, re.MULTILINE)
     assert steps == ["tools/make_synthetic.py", "tools/prepare_dataset.py", "tools/prepare_dataset.py", "train.py",
                      "evaluate.py", "demo.py"]
+    # the training step is the default recipe's command, cut to one epoch
+    train_line = re.search(r"^\$ \S+ train.py (.*)$", proc.stdout, re.MULTILINE).group(1)
+    assert " ".join(RECIPES[QUICKSTART_RECIPE].flags) in train_line and "--end-epoch 1 " in train_line
     mean_ap = re.search(r"^mAP = (\d\.\d{4})$", proc.stdout, re.MULTILINE)
     assert mean_ap and 0.0 <= float(mean_ap.group(1)) <= 1.0
     prefix = out / "model" / "ssd_toy_128"
