@@ -13,6 +13,7 @@ import config  # noqa: F401  (thread defaults before mxnet loads)
 from config.cli import ArgumentParser, parse_known_given, require_number, require_writable_dir
 from config.defaults import DEPLOY as D
 from config.errors import UserError, run_cli
+from config.output_lock import output_lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,13 +62,17 @@ def main(argv=None) -> None:
     require_writable_dir("--prefix", settings.prefix)
     if settings.is_rcnn:
         raise UserError(f"--prefix {settings.prefix}: a Faster R-CNN run; tools/deploy.py writes SSD graphs")
-    out = deploy(settings.network, settings.prefix, args.epoch, settings.data_shape, settings.num_classes,
-                 settings.nms_thresh, settings.force_suppress, settings.nms_topk)
-    # the deployed model's own run config: the run's, with the NMS settings now built into its graph
-    run = settings.run if isinstance(settings.run, SSDConfig) else SSDConfig(
-        network=settings.network, data_shape=settings.data_shape, num_classes=settings.num_classes)
-    save_run_config(dataclasses.replace(run, prefix=out, nms_thresh=settings.nms_thresh,
-                                        force_suppress=settings.force_suppress, nms_topk=settings.nms_topk))
+    from evaluate.ssd_model import deploy_prefix
+
+    out = deploy_prefix(settings.prefix)
+    with output_lock(out):  # the graph, weights and run config of one run, never of two
+        deploy(settings.network, settings.prefix, args.epoch, settings.data_shape, settings.num_classes,
+               settings.nms_thresh, settings.force_suppress, settings.nms_topk)
+        # the deployed model's own run config: the run's, with the NMS settings now built into its graph
+        run = settings.run if isinstance(settings.run, SSDConfig) else SSDConfig(
+            network=settings.network, data_shape=settings.data_shape, num_classes=settings.num_classes)
+        save_run_config(dataclasses.replace(run, prefix=out, nms_thresh=settings.nms_thresh,
+                                            force_suppress=settings.force_suppress, nms_topk=settings.nms_topk))
     print(f"Saved deploy model: {out}-symbol.json, {out}-{args.epoch:04d}.params, {out}-ssd.json")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from config.errors import UserError, run_cli
+from config.output_lock import output_lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("tools/export_onnx.py needs onnx: pip install -e '.[onnx]'") from None
     from evaluate.onnx_export import export_onnx  # mxnet and onnx load late: --help stays fast
 
-    out = export_onnx(args.prefix, args.epoch, args.out)
+    with output_lock(args.out, f"--out {args.out}"):  # one process writes the file at a time
+        out = export_onnx(args.prefix, args.epoch, args.out)
     print(f"Saved ONNX model: {out} (input data [B, 3, S, S], output detections [B, K, 6])")
 if __name__ == "__main__":
     run_cli(main)

@@ -5,7 +5,8 @@ image with OpenCV, write the detection ``.lst`` (see ``dataset/imdb.py``), then
 pack it with the ``im2rec.py`` that ships inside the mxnet package
 (``--pack-label``). All three outputs are written in a temporary folder next to
 the target and moved into place only when complete; on an error nothing is
-left behind.
+left behind. The three are one set: while a run holds ``<target stem>.lock``,
+a second run on the same target is refused (:mod:`config.output_lock`).
 
 Example (the data set of tools/make_synthetic.py)::
 
@@ -27,6 +28,7 @@ from collections import Counter
 from config.cli import ArgumentParser, require_writable_dir
 from config.errors import UserError, run_cli
 from config.fileio import commit
+from config.output_lock import output_lock
 from dataset.concat_db import ConcatDB
 from dataset.imdb import LABEL_HEADER_WIDTH, OBJECT_WIDTH, Imdb, ListStats
 from dataset.mscoco import Coco
@@ -175,6 +177,12 @@ def pack(imdb: Imdb, target: str, root: str, args: argparse.Namespace) -> ListSt
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     require_writable_dir("--target", args.target)
+    # one run at a time on a target: two runs' renames would leave the .lst of one beside the .rec of the other
+    with output_lock(os.path.splitext(args.target)[0], f"--target {args.target}"):
+        return _prepare(args)
+
+
+def _prepare(args: argparse.Namespace) -> int:
     start = time.time()
     print(f"reading {args.dataset} annotations ({args.set}) under {args.root} ...", flush=True)
     imdb = load_imdb(args)

@@ -9,6 +9,7 @@ import argparse
 import logging
 
 from config.errors import run_cli
+from config.output_lock import output_lock
 from evaluate.quantization import CALIB_MODES, QUANTIZED_DTYPES, QUANTIZED_SUFFIX, quantize
 
 
@@ -30,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    out = quantize(args.prefix, args.epoch, args.calib_rec, args.calib_mode, args.num_calib_batches,
-                   args.batch_size, args.quantized_dtype, args.out, logger=logging.getLogger())
+    out = args.out or args.prefix + QUANTIZED_SUFFIX
+    with output_lock(out, f"--out {out}" if args.out else out):  # graph, weights, run config: one run's
+        quantize(args.prefix, args.epoch, args.calib_rec, args.calib_mode, args.num_calib_batches,
+                 args.batch_size, args.quantized_dtype, out, logger=logging.getLogger())
     print(f"Saved quantized model: {out}-symbol.json, {out}-0000.params, {out}-ssd.json")
 if __name__ == "__main__":
     run_cli(main)

@@ -29,6 +29,7 @@ import mxnet as mx
 from config.cpu import require_bfloat16
 from config.errors import UserError
 from config.fileio import atomic_open
+from config.output_lock import output_lock
 from config.run_config import save_run_config
 from config.train_config import TrainConfig
 from evaluate import checkpoint
@@ -173,7 +174,9 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
             raise UserError("--dtype bfloat16: runs on CPUs only (mxnet 1.9's GPU mixed precision is float16)")
         require_bfloat16()
     cluster = Cluster(config.kv_store)
-    with logging_to(cluster.log_file(config.log_file)) as logger, family.scope():
+    # one process writes a prefix (rank 0 of a distributed job); a second run on it is refused, --resume included
+    writing = output_lock(config.prefix, f"--prefix {config.prefix}") if cluster.writer else nullcontext()
+    with writing, logging_to(cluster.log_file(config.log_file)) as logger, family.scope():
         cluster.tag_logs(logger)
         lr = cluster.describe(logger, config.lr, config.lr_scale_workers)
         if config.seed is not None:
