@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 
 from config.errors import UserError
@@ -22,7 +23,7 @@ class LogFileHandler(logging.FileHandler):
 
 @contextlib.contextmanager
 def logging_to(log_file: str | None) -> Iterator[logging.Logger]:
-    """The root logger at INFO, also writing to ``log_file`` while the block runs."""
+    """The root logger at INFO, also writing to ``log_file`` while the block runs (created with its first line)."""
     log_format, date_format = "%(asctime)s %(message)s", "%H:%M:%S"
     logging.basicConfig(format=log_format, datefmt=date_format)
     logger = logging.getLogger()
@@ -30,8 +31,15 @@ def logging_to(log_file: str | None) -> Iterator[logging.Logger]:
     handler = None
     if log_file:
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-            handler = LogFileHandler(log_file)
+            directory = os.path.dirname(os.path.abspath(log_file))
+            os.makedirs(directory, exist_ok=True)
+            # an unwritable log is refused now, without creating the file: the first record creates it
+            # (delay=True), so a run refused by a later check leaves no empty log behind
+            if os.path.exists(log_file):
+                open(log_file, "a").close()
+            else:
+                tempfile.TemporaryFile(dir=directory).close()
+            handler = LogFileHandler(log_file, delay=True)
         except OSError as err:
             raise UserError(f"--log {log_file}: cannot write ({err.strerror})") from None
         handler.setFormatter(logging.Formatter(log_format, "%Y-%m-%d %H:%M:%S"))
