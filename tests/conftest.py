@@ -1,6 +1,7 @@
 """Shared pytest fixtures. Importing ``config`` first fixes mxnet's thread defaults."""
 import types
 
+import numpy as np
 import pytest
 
 import config  # noqa: F401
@@ -86,3 +87,19 @@ def trained_toy(synthetic_rec, tmp_path_factory) -> types.SimpleNamespace:
         names_file=synthetic_rec.names_file, val_rec=synthetic_rec.val_rec, val_lst=synthetic_rec.val_lst,
         rec=synthetic_rec)
 
+
+@pytest.fixture
+def scored(monkeypatch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every image evaluate.py scores, as ``(detections [n, 6], labels [m, 6])``: the kept rows the metric reads,
+    in scoring order (tests empty the list between runs)."""
+    import evaluate.scoring as scoring
+
+    images = []
+    image_rows = scoring.image_rows
+
+    def recording(detections, labels):
+        images.append(image_rows(detections, labels))
+        return images[-1]
+
+    monkeypatch.setattr(scoring, "image_rows", recording)
+    return images

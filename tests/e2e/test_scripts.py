@@ -16,7 +16,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import image_paths, load_script, read_lst, script_command, write_voc_set
+from helpers import assert_same_detections, image_paths, load_script, read_lst, script_command, write_voc_set
 
 from config.defaults import DEMO, DEPLOY
 from dataset.pascal_voc import PascalVoc
@@ -176,19 +176,39 @@ def test_deploy_round_trip_gives_the_same_detections(deployed_toy):
     net = mx.gluon.SymbolBlock.imports(deployed_toy.deploy_json, ["data"], deployed_toy.deploy_params)
     gluon_output = net(batch).asnumpy()
     assert gluon_output.shape == module_output.shape
-    kept = module_output[:, :, 0] >= 0
-    np.testing.assert_array_equal(gluon_output[:, :, 0], module_output[:, :, 0])
-    np.testing.assert_allclose(gluon_output[kept], module_output[kept], rtol=1e-5, atol=1e-5)
+    assert_same_up_to_ties(gluon_output, module_output)
+
+
+def assert_same_up_to_ties(first: np.ndarray, second: np.ndarray, tol: float = 1e-5) -> None:
+    """Two ``[B, N, 6]`` detection outputs are the same, except where two anchors' scores agree to ``tol``:
+    unfused (Gluon) and fused (Module) convolutions round differently, so such a pair can swap places in the
+    score order, and NMS then keeps the other one of the two. Each differing row must be such a swap."""
+    np.testing.assert_allclose(first[:, :, 1], second[:, :, 1], atol=tol)  # the score order holds
+    differing = np.argwhere(np.abs(first - second).max(axis=2) > tol)
+    for image, row in differing:
+        neighbours = second[image, max(row - 2, 0): row + 3]
+        partner = np.abs(neighbours[:, 1:] - first[image, row, 1:]).max(axis=1) <= tol
+        assert partner.any(), f"image {image} row {row}: {first[image, row]} is not a tie swap"
+    assert len(differing) <= 0.01 * first.shape[1] * first.shape[0]
 
 
 @pytest.mark.slow
-def test_evaluate_deployed_model_matches_checkpoint(deployed_toy, capsys):
-    outputs = []
-    # the checkpoint with deploy.py's NMS settings, and the deployed graph that has them built in
-    for extra in (["--nms", str(DEPLOY["nms"]), "--force"], ["--deploy"]):
+def test_evaluate_deployed_model_matches_checkpoint(deployed_toy, capsys, scored):
+    """The same detections, not only the same table: the toy scores an mAP near 0, whose 4-decimal table
+    would hide differences; its detection rows would not."""
+    outputs, detections = [], []
+    # the checkpoint with deploy.py's NMS settings, the deployed graph that has them built in, and (to show
+    # that the comparison sees a change) the checkpoint with another NMS threshold
+    for extra in (["--nms", str(DEPLOY["nms"]), "--force"], ["--deploy"], ["--nms", "0.3", "--force"]):
+        scored.clear()
         evaluate_script.main(model_args(deployed_toy) + ["--rec-path", deployed_toy.val_rec, "--cpu", *extra])
         outputs.append(capsys.readouterr().out)
+        detections.append(list(scored))
+    checkpoint_run, deployed_run, other_nms = detections
+    assert len(checkpoint_run) == len(val_objects(deployed_toy))
+    assert_same_detections(checkpoint_run, deployed_run)
     assert outputs[0] == outputs[1]
+    assert sum(len(d) for d, _ in other_nms) < sum(len(d) for d, _ in checkpoint_run)
 
 
 # --- demo.py --------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 One small run is trained once per module (``trained_rcnn``: faster_rcnn_small
 from scratch on 64 images of 96-128 px, validation after every epoch) and
-shared by the learning, resume, evaluate and demo tests. Its data are plain
+shared by the learning, resume, skipped-image, evaluate and demo tests. Its data are plain
 colour-coded shapes (``shapes_rec``): the synthetic VOC set's textured scenes
 need thousands of iterations before the R-CNN head learns, these a few hundred.
-Bad input needs no training: it fails before the first batch.
+Bad input needs no training: it fails before the first batch. Several devices are checked on one
+step from fixed weights against each device's step alone.
 """
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import flag_list, history, load_script, script_command, write_rec
+from helpers import checkpoint_weights, flag_list, history, load_script, script_command, write_rec
 
 from config.errors import UserError
 from config.run_config import load_run_config, run_config_path, save_run_config
 from config.train_config import RCNNConfig
+from dataset.rcnn_loader import AnchorLoader, feat_shape_from_symbol
 from evaluate import checkpoint
 from evaluate.evaluate_rcnn import inference_config, score_detections
 from evaluate.rcnn_detect import detect_rec
-from symbol.rcnn_factory import get_rcnn_test, make_config, rcnn_initializer
+from symbol.rcnn_factory import get_rcnn_test, get_rcnn_train, make_config, rcnn_initializer
+from train.train_rcnn import DATA_NAMES, LABEL_NAMES, RCNNFamily
 
 NETWORK = "faster_rcnn_small"
 EPOCHS = 6
@@ -200,29 +203,139 @@ def test_pretrained_weights_file_with_missing_and_extra_names_and_frozen_layers(
 
 
 @pytest.mark.slow
-def test_images_without_objects_are_skipped_and_counted(shapes_rec, tmp_path, caplog):
-    (image0, objects0), (image1, _), (image2, objects2) = shapes_rec.val[:3]
+def test_images_without_objects_are_skipped_and_counted(trained_rcnn, tmp_path, caplog, capsys, monkeypatch):
+    """Training skips an image without objects; validation scores it like any other (its detections are
+    false positives). From the trained model, so that the validation mAP measures something."""
+    import train.train_rcnn as train_rcnn
+
+    scored = []
+    score = train_rcnn.score_detections
+
+    def recording_score(detections, labels, *args, **kwargs):
+        result = score(detections, labels, *args, **kwargs)
+        scored.append((len(detections), [len(objects) for objects in labels], result["mAP"]))
+        return result
+
+    monkeypatch.setattr(train_rcnn, "score_detections", recording_score)
+    (image0, objects0), (image1, _), (image2, objects2) = trained_rcnn.rec.val[:3]
     train_rec = write_rec(str(tmp_path / "gaps"), [(image0, objects0), (image1, np.zeros((0, 6))), (image2, objects2)],
                           img_fmt=".png")
     caplog.set_level(logging.INFO)
     prefix = str(tmp_path / "rcnn")
-    train_script.main(rcnn_args(shapes_rec, prefix, **{"--train-path": train_rec, "--val-path": train_rec,
-                                                     "--epochs": "1"}))
+    train_script.main(rcnn_args(trained_rcnn.rec, prefix, **{
+        "--train-path": train_rec, "--val-path": train_rec, "--epochs": "1", "--lr": "0.001",
+        "--pretrained": trained_rcnn.checkpoint, "--epoch": str(EPOCHS)}))
     messages = [record.getMessage() for record in caplog.records]
     assert "Skipped 1 of 3 training images without objects" in messages
-    assert checkpoint.saved_epochs(f"{prefix}_{NETWORK}") == [1]
-    assert 0.0 <= float(history(f"{prefix}_{NETWORK}")[0]["val_mAP"]) <= 1.0
+    files = f"{prefix}_{NETWORK}"
+    assert checkpoint.saved_epochs(files) == [1]
+    # validation saw the three images, the one without objects included, and logged their mAP
+    assert [(images, counts) for images, counts, _ in scored] == [(3, [len(objects0), 0, len(objects2)])]
+    logged = float(history(files)[0]["val_mAP"])
+    assert logged == pytest.approx(scored[0][2], abs=1e-6) and logged > 0.3
+    # evaluate.py scores the saved checkpoint on the same record to the same number
+    capsys.readouterr()
+    evaluate_script.main(["--prefix", files, "--epoch", "1", "--rec-path", train_rec, "--gpus", ""])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"mAP = {logged:.4f}"
+
+
+def fresh_roi_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``proposal_target`` operator draws its ROIs from a stream of its own, ``RandomState(0)``.
+
+    The op's seeded stream is one per process: two devices would take turns on it in whatever order
+    the engine runs them. With a stream per operator each device samples its image's ROIs exactly as
+    one device alone does.
+    """
+    import symbol.proposal_target as proposal_target
+
+    monkeypatch.setattr(proposal_target, "_random_stream", lambda seed: np.random.RandomState(0))
+
+
+def start_weights(cfg: RCNNConfig, path: str) -> dict[str, mx.nd.NDArray]:
+    """Every parameter of ``cfg``'s training graph, initialised once (seed 0) and saved as ``path``."""
+    symbol = get_rcnn_train(cfg.network, cfg.num_classes, cfg)
+    side, anchors = cfg.img_long_side, len(cfg.rpn_anchor_scales) * len(cfg.rpn_anchor_ratios)
+    height, width = feat_shape_from_symbol(symbol)(side, side)
+    module = mx.mod.Module(symbol, data_names=DATA_NAMES, label_names=LABEL_NAMES)
+    module.bind([("data", (1, 3, side, side)), ("im_info", (1, 3)), ("gt_boxes", (1, 100, 5))],
+                [("label", (1, anchors * height * width)), ("bbox_target", (1, 4 * anchors, height, width)),
+                 ("bbox_weight", (1, 4 * anchors, height, width))], for_training=False)
+    mx.random.seed(0)
+    module.init_params(rcnn_initializer())
+    args, _ = module.get_params()
+    mx.nd.save(path, {f"arg:{name}": value for name, value in args.items()})
+    return args
+
+
+def one_device_step(cfg: RCNNConfig, weights: dict, batch: mx.io.DataBatch, lr: float) -> dict[str, np.ndarray]:
+    """The weights after one step of one device on ``batch`` alone, with the optimizer settings train.py
+    gives a single device."""
+    fit = RCNNFamily(cfg, 1).fit_settings([mx.cpu()])
+    module = mx.mod.Module(get_rcnn_train(cfg.network, cfg.num_classes, cfg), data_names=fit.data_names,
+                           label_names=fit.label_names, context=mx.cpu())
+    module.bind(batch.provide_data, batch.provide_label)
+    module.init_params(arg_params=weights)
+    module.init_optimizer(kvstore="local", optimizer="sgd", optimizer_params={
+        "learning_rate": lr, "momentum": cfg.momentum, "wd": cfg.wd, "clip_gradient": fit.clip_gradient,
+        "rescale_grad": fit.rescale_grad})
+    module.forward_backward(batch)
+    module.update()
+    return {name: value.asnumpy() for name, value in module.get_params()[0].items()}
+
+
+def image_of(batch: mx.io.DataBatch, index: int) -> mx.io.DataBatch:
+    """Image ``index`` of a loader batch: the slice Module hands the ``index``-th device."""
+    def cut(arrays: list, descs: list) -> tuple[list, list]:
+        return ([mx.nd.array(array.asnumpy()[index:index + 1]) for array in arrays],
+                [mx.io.DataDesc(desc.name, (1, *desc.shape[1:])) for desc in descs])
+
+    (data, data_descs), (label, label_descs) = cut(batch.data, batch.provide_data), cut(batch.label,
+                                                                                         batch.provide_label)
+    return mx.io.DataBatch(data, label, provide_data=data_descs, provide_label=label_descs)
 
 
 @pytest.mark.slow
-def test_two_cpu_contexts_train_one_image_each(shapes_rec, tmp_path, caplog):
+def test_two_cpu_contexts_step_is_the_mean_of_the_per_image_steps(shapes_rec, tmp_path, caplog, monkeypatch):
+    """README, "Several devices": one step on N contexts is the mean of each device's step on its slice.
+
+    ``train.py --cpus 2`` makes one step on one batch of two images from weights it loads (nothing is
+    initialised at random). The very batch its loader gave (flips and RPN targets included) is then cut
+    into its two images, each stepped by one device alone; the two-device weights are their mean.
+    :func:`fresh_roi_streams` gives both sides the same ROI samples.
+    """
+    fresh_roi_streams(monkeypatch)
+    batches = []
+    load_batch = AnchorLoader.load_batch
+
+    def recording_load_batch(self, keys):
+        batches.append(load_batch(self, keys))
+        return batches[-1]
+
+    monkeypatch.setattr(AnchorLoader, "load_batch", recording_load_batch)
+    train_rec = write_rec(str(tmp_path / "two"), shapes_rec.val[:2], img_fmt=".png")
+    cfg = make_config(NETWORK, num_classes=2, img_short_side=112, img_long_side=160, rpn_anchor_scales=(2, 4, 8))
+    weights = start_weights(cfg, str(tmp_path / "start-0000.params"))
     caplog.set_level(logging.INFO)
     prefix = str(tmp_path / "rcnn")
-    train_script.main(rcnn_args(shapes_rec, prefix, **{"--gpus": None, "--cpus": "2", "--val-path": "",
-                                                     "--epochs": "1", "--log-interval": "32"}))
-    # 64 images, one on each device: 32 batches of 2
-    assert any(m.startswith("Epoch[0] Batch [32/32]") for m in (r.getMessage() for r in caplog.records))
-    assert checkpoint.saved_epochs(f"{prefix}_{NETWORK}") == [1]
+    train_script.main(rcnn_args(shapes_rec, prefix, **{
+        "--gpus": None, "--cpus": "2", "--train-path": train_rec, "--val-path": "", "--epochs": "1",
+        "--log-interval": "1", "--pretrained": str(tmp_path / "start-0000.params"), "--net-fixed-params": "[]"}))
+    files = f"{prefix}_{NETWORK}"
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("Epoch[0] Batch [1/1]") for m in messages)  # 2 images, one on each device
+    assert len(batches) == 1 and batches[0].data[0].shape[0] == 2
+    run = load_run_config(files)
+    lr = float(history(files)[0]["lr"])
+    two = checkpoint_weights(files, 1)
+    alone = [one_device_step(run, weights, image_of(batches[0], index), lr) for index in (0, 1)]
+    mean = {name: (alone[0][name] + alone[1][name]) / 2 for name in two}
+    start = {name: value.asnumpy() for name, value in weights.items()}
+    step = max(float(np.abs(two[name] - start[name]).max()) for name in two)
+    apart = max(float(np.abs(alone[0][name] - alone[1][name]).max()) for name in two)
+    error = max(float(np.abs(two[name] - mean[name]).max()) for name in two)
+    print(f"step {step:.3g}, per-image steps apart {apart:.3g}, two devices vs their mean {error:.3g}")
+    assert step > 1e-3 and apart > 0.1 * step  # the two images pull the weights apart: a real comparison
+    assert error < 1e-4 * step
 
 
 # --- evaluate.py and demo.py -----------------------------------------------------------------------

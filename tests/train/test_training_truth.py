@@ -13,7 +13,7 @@ import types
 
 import numpy as np
 import pytest
-from helpers import checkpoint_weights, history, load_script, train_toy
+from helpers import assert_same_detections, checkpoint_weights, history, load_script, train_toy
 
 from config.errors import UserError
 from config.run_config import load_run_config
@@ -111,18 +111,30 @@ def test_run_config_is_saved_and_read_back(synthetic_rec, tmp_path, no_augmentat
 
 
 
+def evaluate_detections(evaluate, argv: list[str], scored: list, capsys) -> tuple[list[str], list]:
+    """evaluate.py's printed lines and the images it scored (see :func:`scored`)."""
+    scored.clear()
+    capsys.readouterr()
+    evaluate.main(argv)
+    return capsys.readouterr().out.strip().splitlines(), list(scored)
+
+
 @pytest.mark.slow
-def test_evaluate_and_demo_need_only_prefix_and_epoch(trained_toy, tmp_path, capsys):
+def test_evaluate_and_demo_need_only_prefix_and_epoch(trained_toy, tmp_path, capsys, scored):
     """The checkpoint's own settings, not the scripts' defaults (vgg16_reduced, 300 px, 20 VOC classes)."""
     evaluate, demo = load_script("evaluate"), load_script("demo")
-    evaluate.main(["--prefix", trained_toy.checkpoint, "--epoch", "2", "--rec-path", trained_toy.val_rec])
-    table = capsys.readouterr().out.strip().splitlines()
+    common = ["--prefix", trained_toy.checkpoint, "--epoch", "2", "--rec-path", trained_toy.val_rec]
+    table, detections = evaluate_detections(evaluate, common, scored, capsys)
     assert [line.split()[0] for line in table[2:-1]] == trained_toy.classes and table[-1].startswith("mAP = ")
-    # with every flag spelled out, the same numbers
-    evaluate.main(["--prefix", trained_toy.checkpoint, "--epoch", "2", "--rec-path", trained_toy.val_rec,
-                   "--network", "toy", "--data-shape", "128", "--num-class", "3", "--class-names",
-                   trained_toy.names_file, "--nms", "0.45", "--label-width", str(trained_toy.rec.label_width)])
-    assert capsys.readouterr().out.strip().splitlines() == table
+    # with every flag spelled out, the same detections and numbers
+    spelled_out = ["--network", "toy", "--data-shape", "128", "--num-class", "3", "--class-names",
+                   trained_toy.names_file, "--nms", "0.45", "--label-width", str(trained_toy.rec.label_width)]
+    flagged_table, flagged = evaluate_detections(evaluate, common + spelled_out, scored, capsys)
+    assert_same_detections(detections, flagged)
+    assert flagged_table == table
+    # and a flag that differs from the run config shows in the detections
+    _, other_nms = evaluate_detections(evaluate, common + ["--nms", "0.3"], scored, capsys)
+    assert sum(len(dets) for dets, _ in other_nms) < sum(len(dets) for dets, _ in detections)
     image = trained_toy.rec.synth.image_path(trained_toy.rec.synth.split("val")[0])
     assert demo.main(["--prefix", trained_toy.checkpoint, "--epoch", "2", "--images", image, "--thresh", "0.01",
                       "--cpu"]) == 0
@@ -130,7 +142,7 @@ def test_evaluate_and_demo_need_only_prefix_and_epoch(trained_toy, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_checkpoint_without_run_config_works_with_explicit_flags(trained_toy, tmp_path, capsys):
+def test_checkpoint_without_run_config_works_with_explicit_flags(trained_toy, tmp_path, capsys, scored):
     """Checkpoints of the original example have no JSON: the flags say everything, as before."""
     evaluate = load_script("evaluate")
     for name in os.listdir(os.path.dirname(trained_toy.checkpoint)):
@@ -141,10 +153,11 @@ def test_checkpoint_without_run_config_works_with_explicit_flags(trained_toy, tm
     flags = ["--epoch", "2", "--rec-path", trained_toy.val_rec, "--network", "toy", "--data-shape", "128",
              "--num-class", "3", "--class-names", trained_toy.names_file, "--nms", "0.45", "--label-width",
              str(trained_toy.rec.label_width)]
-    evaluate.main(["--prefix", prefix] + flags)
-    with_flags = capsys.readouterr().out
-    evaluate.main(["--prefix", trained_toy.checkpoint] + flags)
-    assert capsys.readouterr().out == with_flags
+    with_flags, flagged = evaluate_detections(evaluate, ["--prefix", prefix] + flags, scored, capsys)
+    with_config, configured = evaluate_detections(evaluate, ["--prefix", trained_toy.checkpoint] + flags, scored,
+                                                  capsys)
+    assert_same_detections(configured, flagged)
+    assert with_config == with_flags
     # without them, the defaults (vgg16_reduced) do not fit: one line naming the file
     with pytest.raises(UserError, match="ssd_toy_128-0002.params: has no parameter"):
         evaluate.main(["--prefix", prefix, "--epoch", "2", "--rec-path", trained_toy.val_rec])
