@@ -76,6 +76,13 @@ def _export_heads(symbol, arg_params: dict, aux_params: dict, data_shape: int, n
     heads = mx.sym.Group([internals["multibox_loc_pred_output"], internals["cls_prob_output"]])
     wanted = set(heads.list_arguments()) | set(heads.list_auxiliary_states())
     params = {k: v for k, v in {**arg_params, **aux_params}.items() if k in wanted}
+    # BatchNorm with fix_gamma (mxnet's default) computes with a scale of 1 whatever the saved gamma holds, and
+    # weight decay moves that saved value during training; mx2onnx 1.9.1 exports the saved value
+    nodes = json.loads(heads.tojson())["nodes"]
+    for node in nodes:
+        if node["op"] == "BatchNorm" and node.get("attrs", {}).get("fix_gamma", "True").lower() in ("true", "1"):
+            gamma = nodes[node["inputs"][1][0]]["name"]
+            params[gamma] = mx.nd.ones_like(params[gamma])
     try:
         mx.onnx.export_model(heads, params, in_shapes=[(1, 3, data_shape, data_shape)], in_types=[np.float32],
                              onnx_file_path=path, dynamic=True,

@@ -14,22 +14,27 @@ The outcome of a command line:
   ``InferenceSettings`` that ``resolve_inference`` returned, every call to ``evaluate_model`` and to the
   detection sources it opens, ``SSDSource`` / ``RCNNSource`` (evaluate.py), or to ``load_test_model``,
   ``Detector``, ``load_rcnn_weights``, ``RCNNImageDetector`` and the detector's ``timed_detect`` (demo.py),
-  with their arguments, and what the script printed and wrote. SSD calls on CPU contexts run for real on a
-  copy of the ``trained_toy`` checkpoint (and its tools/deploy.py model); Faster R-CNN runs are a saved
-  ``RCNNConfig`` without weights (resolution comes before loading), so their model calls return fixed
-  results (evaluate.py then scores those for real). Whether the
+  with their arguments, the detections the model returned, and what the script printed and wrote. Both
+  families run for real on CPU contexts: SSD on a copy of the ``trained_toy`` checkpoint (and its
+  tools/deploy.py model), Faster R-CNN on ``faster_rcnn_small`` trained here for two short epochs
+  (``rcnn_checkpoint``). A Faster R-CNN row that changes the outcome must also change the real output:
+  the detections, what was printed or the files written, not only the arguments recorded. Whether the
   evaluator honours what it is given is tested elsewhere: tests/e2e/test_scripts.py
   (test_evaluate_metric_flags: --no-voc07, --use-difficult, --num-batch; --plot-pr; --coco; --deploy),
   tests/train/test_rcnn_train.py (Faster R-CNN evaluate and demo).
 
 Devices are simulated (``simulate_gpus``): a CPU-only build unless a row says how many GPUs are visible,
 so every row behaves the same on any machine; a simulated GPU context never reaches mxnet (the recorders
-return fixed results for it).
+return fixed results for it, and say so in the trace).
+
+The ``--onnx`` rows need the ``onnx`` extra; without it they are skipped and the other rows still run.
 """
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
+import importlib.util
 import inspect
 import os
 import shlex
@@ -44,8 +49,7 @@ from helpers import files_under, image_paths, load_script
 import config.devices
 from config.cpu import has_bfloat16
 from config.errors import UserError
-from config.run_config import save_run_config
-from config.train_config import RCNNConfig
+from config.run_config import load_run_config, save_run_config
 
 HAS_CAMERA = os.path.exists("/dev/video0")
 HAS_BF16 = has_bfloat16()  # avx512_bf16 and the AVX-512 core: --dtype bfloat16 runs, else it is refused
@@ -54,6 +58,9 @@ try:
     HAS_PYCOCOTOOLS = True
 except ImportError:  # an optional extra: pip install -e '.[coco]'
     HAS_PYCOCOTOOLS = False
+# the onnx extra (pip install -e '.[onnx]'): tools/export_onnx.py and --onnx; its rows are skipped without it
+HAS_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+NEEDS_ONNX = "needs the onnx extra (pip install -e '.[onnx]')"
 CHANGE, ERROR = "changes", "error"
 FAMILIES = ("ssd", "rcnn")
 
@@ -250,7 +257,7 @@ EVALUATE_FLAGS = [
     row("--max-per-image 5", ssd=E, rcnn=C),
 ]
 
-# demo.py; baseline: --prefix (a run config beside it) --epoch --images IMG0
+# demo.py; baseline: --prefix (a run config beside it) --epoch --images IMG0, and Faster R-CNN --thresh 0
 DEMO_FLAGS = [
     row("--network vgg16_reduced", both=E),  # disagrees with the run config
     row("--images {img1}", both=C),
@@ -302,11 +309,17 @@ def option_strings(parser) -> dict[str, list[str]]:
             for option in action.option_strings}
 
 
+def uses_onnx(item: Row, family: str) -> bool:
+    """The row runs an exported model (its command line names one)."""
+    return "{onnx" in item.args[family] + item.base
+
+
 def params(rows: list[Row]) -> list:
     out = []
     for item in rows:
         for family, expect in item.expect.items():
-            out.append(pytest.param(item, family, expect, id=item.label(family)))
+            marks = [pytest.mark.skipif(not HAS_ONNX, reason=NEEDS_ONNX)] if uses_onnx(item, family) else []
+            out.append(pytest.param(item, family, expect, id=item.label(family), marks=marks))
     return out
 
 
@@ -423,11 +436,40 @@ def fixed_detections() -> list[np.ndarray]:
     return [np.array([[0, 0.9, 2, 2, 30, 30], [1, 0.3, 5, 5, 40, 40], [2, 0.05, 1, 1, 9, 9]], dtype=np.float32)]
 
 
+RCNN_NETWORK = "faster_rcnn_small"
+
+
 @pytest.fixture(scope="module")
-def models(trained_toy, tmp_path_factory) -> dict:
+def rcnn_checkpoint(trained_toy, tmp_path_factory) -> dict:
+    """``faster_rcnn_small`` trained by train.py from scratch on the toy's 24 training images for as many
+    epochs as the toy (one image per iteration, 112-160 px): ``rcnn_prefix``, its checkpoint (run config
+    beside it), and ``rcnn_prefix2``, a second checkpoint whose last epoch holds the first epoch's weights.
+    A weak detector (mAP near 0), but its scores and boxes vary with the image, the class and the
+    weights, so a Faster R-CNN flag that does anything changes what it finds or how it is scored."""
+    from evaluate.checkpoint import params_path
+
+    epochs = trained_toy.epoch
+    assert epochs >= 2, "the --epoch 1 rows need an earlier epoch than the baseline's"
+    tmp = tmp_path_factory.mktemp("flag_rcnn")
+    rec = trained_toy.rec
+    train_script.main(expand(
+        f"--network {RCNN_NETWORK} --train-path {{train_rec}} --val-path '' --num-class {rec.num_classes} "
+        f"--class-names {{names}} --gpus '' --prefix {{tmp}}/r --pretrained '' --epochs {epochs} --lr 0.02 "
+        "--log-interval 1000 --log '' --seed 0 --img-short-side 112 --img-long-side 160 "
+        "--rpn-anchor-scales (2,4,8) --rpn-pre-nms-topk 1000 --rpn-post-nms-topk 200 --rcnn-batch-rois 64",
+        dict(train_rec=rec.train_rec, names=rec.names_file, tmp=str(tmp))))
+    checkpoint, second = str(tmp / f"r_{RCNN_NETWORK}"), str(tmp / "r2")
+    shutil.copyfile(f"{checkpoint}-symbol.json", f"{second}-symbol.json")
+    shutil.copyfile(params_path(checkpoint, 1), params_path(second, epochs))
+    save_run_config(dataclasses.replace(load_run_config(checkpoint), prefix=second))
+    return dict(rcnn_prefix=checkpoint, rcnn_prefix2=second)
+
+
+@pytest.fixture(scope="module")
+def models(trained_toy, rcnn_checkpoint, tmp_path_factory) -> dict:
     """The template values of evaluate.py's and demo.py's rows: a copy of the toy SSD checkpoint (with its
-    run config and a tools/deploy.py model), two Faster R-CNN run configs without weights, images, a folder
-    of them, a video clip."""
+    run config, a tools/deploy.py model and, with the onnx extra, two exported models), the Faster R-CNN
+    checkpoints, images, a folder of them, a video clip."""
     from config.defaults import DEPLOY
     from tools.deploy import deploy
 
@@ -440,11 +482,6 @@ def models(trained_toy, tmp_path_factory) -> dict:
     deploy(trained_toy.network, checkpoint, trained_toy.epoch, trained_toy.data_shape, trained_toy.num_class,
            DEPLOY["nms"], True, DEPLOY["topk"])
 
-    rcnn = RCNNConfig(network="faster_rcnn_small", num_classes=trained_toy.num_class,
-                      class_names=list(trained_toy.classes), prefix=str(tmp / "r"))
-    save_run_config(rcnn)
-    save_run_config(dataclasses.replace(rcnn, prefix=str(tmp / "r2")))
-
     images = [cv2.imread(path) for path in image_paths(trained_toy.val_lst, trained_toy.rec.synth.devkit)[:3]]
     image_dir = tmp / "images"
     image_dir.mkdir()
@@ -456,20 +493,25 @@ def models(trained_toy, tmp_path_factory) -> dict:
     for image in images[:2]:
         writer.write(cv2.resize(image, (96, 80)))
     writer.release()
-    from evaluate.onnx_export import export_onnx
+    onnx_models = {}
+    if HAS_ONNX:  # without the extra the --onnx rows are skipped (params), so nothing reads these
+        from evaluate.onnx_export import export_onnx
 
-    onnx_models = {key: export_onnx(checkpoint, epoch, str(tmp / f"toy-{epoch}.onnx"))
-                   for key, epoch in (("onnx", trained_toy.epoch), ("onnx1", trained_toy.epoch - 1))}
+        onnx_models = {key: export_onnx(checkpoint, epoch, str(tmp / f"toy-{epoch}.onnx"))
+                       for key, epoch in (("onnx", trained_toy.epoch), ("onnx1", trained_toy.epoch - 1))}
     return dict(checkpoint=checkpoint, toy_checkpoint=trained_toy.checkpoint, epoch=trained_toy.epoch, **onnx_models,
-                rcnn_prefix=str(tmp / "r"), rcnn_prefix2=str(tmp / "r2"), val_rec=trained_toy.val_rec,
+                **rcnn_checkpoint, val_rec=trained_toy.val_rec,
                 train_rec=trained_toy.rec.train_rec, val_lst=trained_toy.val_lst,
                 img0=str(image_dir / "a.jpg"), img1=str(image_dir / "b.jpg"), image_dir=str(image_dir), clip=clip)
+
+
+STAND_IN = "stand-in"  # the trace entry of a call that ``fake`` answered
 
 
 class Recorder:
     """Replaces ``module.name`` (a function or class) for one test: each call's arguments, bound to the
     real signature (so a stand-in cannot drift from it), go to ``trace``; then the real one runs, or
-    ``fake`` when ``use_fake(arguments)``."""
+    ``fake`` when ``use_fake(arguments)`` (and a ``(STAND_IN, name)`` entry goes to ``trace``)."""
 
     def __init__(self, monkeypatch, module, name: str, trace: list, fake, use_fake, skip=(), wrap=None):
         real = getattr(module, name)
@@ -480,7 +522,11 @@ class Recorder:
             bound.apply_defaults()
             arguments = dict(bound.arguments)
             trace.append((name, plain({key: value for key, value in arguments.items() if key not in skip})))
-            result = fake(arguments) if use_fake(arguments) else real(*args, **kwargs)
+            if use_fake(arguments):
+                trace.append((STAND_IN, name))
+                result = fake(arguments)
+            else:
+                result = real(*args, **kwargs)
             return wrap(result) if wrap else result
 
         monkeypatch.setattr(module, name, record)
@@ -511,9 +557,17 @@ class StandInDetector:
         return [dets[dets[:, 1] >= thresh] for dets in fixed_detections() * len(images)], 0.001
 
 
+def detections_entry(dets: np.ndarray) -> tuple:
+    """The trace entry of one image's detections ``[n, 6]``: how many are kept (cls >= 0) and a digest
+    of them to 4 decimals (an SSD image has a row per anchor, mostly dropped ones)."""
+    rows = np.asarray(dets, dtype=np.float32).reshape(-1, 6)
+    rows = np.round(rows[rows[:, 0] >= 0], 4)
+    return ("detections", len(rows), hashlib.sha1(rows.tobytes()).hexdigest())
+
+
 class RecordingDetector:
-    """A detector whose ``timed_detect`` calls (image shapes, threshold) go to the trace; it reports a
-    fixed time so that demo.py's output is the same from run to run."""
+    """A detector whose ``timed_detect`` calls (image shapes, threshold) and detections go to the trace;
+    it reports a fixed time so that demo.py's output is the same from run to run."""
 
     def __init__(self, inner, trace: list):
         self.inner, self.trace = inner, trace
@@ -521,7 +575,20 @@ class RecordingDetector:
     def timed_detect(self, images, thresh=0.0):
         self.trace.append(("timed_detect", [image.shape for image in images], thresh))
         dets, _ = self.inner.timed_detect(images, thresh)
+        self.trace.extend(detections_entry(image_dets) for image_dets in dets)
         return dets, 0.001
+
+
+class RecordingSource:
+    """evaluate.py's detection source with every image's detections going to the trace as it is scored."""
+
+    def __init__(self, inner, trace: list):
+        self.inner, self.trace, self.engine = inner, trace, inner.engine
+
+    def images(self):
+        for dets, labels in self.inner.images():
+            self.trace.append(detections_entry(dets))
+            yield dets, labels
 
 
 def record_settings(monkeypatch, trace: list) -> None:
@@ -557,6 +624,12 @@ SETTINGS_DESTS = {"network", "num_class", "class_names", "prefix", "data_shape",
 BASELINES: dict = {}  # (script, simulated GPUs, baseline argv) -> its outcome
 
 
+def real_output(outcome: dict) -> tuple:
+    """What the model and the script produced: the detections, the printed text, the files written
+    (the recorded arguments left out)."""
+    return ([entry for entry in outcome["trace"] if entry[0] == "detections"], outcome["stdout"], outcome["files"])
+
+
 def check_script_row(script: str, item: Row, family: str, expect: str, baseline: list[str], values: dict,
                      trace: list, capsys, out_dir: str) -> None:
     module = SCRIPTS[script][0]
@@ -568,6 +641,11 @@ def check_script_row(script: str, item: Row, family: str, expect: str, baseline:
     before, after = BASELINES[key], script_outcome(module.main, argv, trace, capsys, out_dir)
     parser = module.build_parser()
     check_outcome(item, expect, before, after, parser)
+    # a real Faster R-CNN run shows the flag's effect in its output, beyond the arguments recorded
+    # (a row whose own run met a simulated GPU got fixed results: its arguments are all there is)
+    if family == "rcnn" and expect == CHANGE and not any(entry[0] == STAND_IN for entry in after["trace"]):
+        assert real_output(after) != real_output(before), \
+            f"{item.flag} changed the recorded arguments but not the Faster R-CNN output"
     dest = next(action.dest for action in parser._actions if item.flag in action.option_strings)
     if expect == CHANGE and dest in SETTINGS_DESTS:
         settings = [dict(entry for entry in outcome["trace"] if entry[0] == "settings") for outcome in (before, after)]
@@ -577,15 +655,19 @@ def check_script_row(script: str, item: Row, family: str, expect: str, baseline:
 # --- evaluate.py ----------------------------------------------------------------------------------------
 @pytest.fixture
 def evaluate_trace(monkeypatch) -> list:
-    """evaluate.py's recorded calls: settings, evaluate_model (for real), the SSD source (for real on CPU)
-    and the Faster R-CNN source (stand-in)."""
+    """evaluate.py's recorded calls: settings, evaluate_model (for real), the SSD and Faster R-CNN
+    sources (for real on CPU) and the detections they yield."""
     import evaluate.evaluation as evaluation
 
     trace: list = []
     record_settings(monkeypatch, trace)
+
+    def wrap(source):
+        return RecordingSource(source, trace)
+
     Recorder(monkeypatch, evaluation, "evaluate_model", trace, fake=None, use_fake=lambda _: False)
-    Recorder(monkeypatch, evaluation, "SSDSource", trace, fake=lambda _: StandInSource(), use_fake=on_gpu)
-    Recorder(monkeypatch, evaluation, "RCNNSource", trace, fake=lambda _: StandInSource(), use_fake=lambda _: True)
+    for name in ("SSDSource", "RCNNSource"):
+        Recorder(monkeypatch, evaluation, name, trace, fake=lambda _: StandInSource(), use_fake=on_gpu, wrap=wrap)
     return trace
 
 
@@ -606,8 +688,8 @@ def test_evaluate_flag(item, family, expect, models, evaluate_trace, monkeypatch
 # --- demo.py ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def demo_trace(monkeypatch) -> list:
-    """demo.py's recorded calls: settings, the SSD model and Detector (for real on CPU), the Faster R-CNN
-    weights and detector (stand-ins), and every timed_detect."""
+    """demo.py's recorded calls: settings, the SSD model and Detector, the Faster R-CNN weights and
+    detector (for real on CPU), and every timed_detect with its detections."""
     import evaluate.detector as detector_module
     import evaluate.evaluate_rcnn as evaluate_rcnn_module
     import evaluate.ssd_model as ssd_model_module
@@ -621,17 +703,16 @@ def demo_trace(monkeypatch) -> list:
     Recorder(monkeypatch, ssd_model_module, "load_test_model", trace, fake=None, use_fake=lambda _: False)
     Recorder(monkeypatch, detector_module, "Detector", trace, fake=lambda _: StandInDetector(), use_fake=on_gpu,
              skip=("symbol", "arg_params", "aux_params"), wrap=wrap)
-    Recorder(monkeypatch, evaluate_rcnn_module, "load_rcnn_weights", trace, fake=lambda _: ({}, {}),
-             use_fake=lambda _: True)
+    Recorder(monkeypatch, evaluate_rcnn_module, "load_rcnn_weights", trace, fake=None, use_fake=lambda _: False)
     Recorder(monkeypatch, evaluate_rcnn_module, "RCNNImageDetector", trace, fake=lambda _: StandInDetector(),
-             use_fake=lambda _: True, skip=("arg_params", "aux_params"), wrap=wrap)
+             use_fake=on_gpu, skip=("arg_params", "aux_params"), wrap=wrap)
     return trace
 
 
 def demo_baseline(family: str) -> str:
     if family == "ssd":
         return "--prefix {checkpoint} --epoch {epoch} --images {img0}"
-    return "--prefix {rcnn_prefix} --epoch {epoch} --images {img0}"
+    return "--prefix {rcnn_prefix} --epoch {epoch} --images {img0} --thresh 0"  # every detection it keeps shown
 
 
 @pytest.mark.slow
@@ -642,3 +723,17 @@ def test_demo_flag(item, family, expect, models, demo_trace, monkeypatch, capsys
     simulate_gpus(monkeypatch, item.gpus)
     baseline = expand(demo_baseline(family), models)
     check_script_row("demo", item, family, expect, baseline, models, demo_trace, capsys, str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["evaluate", "demo"])
+def test_rcnn_output_repeats(script, models, request, monkeypatch, capsys, tmp_path):
+    """The Faster R-CNN baseline run twice gives the same real output, so a Faster R-CNN row whose output
+    differs from its baseline's differs because of its flag."""
+    trace = request.getfixturevalue(f"{script}_trace")
+    simulate_gpus(monkeypatch, 0)
+    baseline = expand((evaluate_baseline if script == "evaluate" else demo_baseline)("rcnn"), models)
+    first, second = (script_outcome(SCRIPTS[script][0].main, baseline, trace, capsys, str(tmp_path)) for _ in range(2))
+    assert not isinstance(first, UserError), first
+    assert any(entry[0] == "detections" and entry[1] > 0 for entry in first["trace"])  # it found something
+    assert real_output(first) == real_output(second)

@@ -67,7 +67,7 @@ def rcnn_run(trained_toy, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_model(trained_toy, tmp_path_factory) -> InferenceSettings:
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra (pip install -e '.[onnx]')")
     from evaluate.onnx_detector import onnx_settings
     from evaluate.onnx_export import export_onnx
 

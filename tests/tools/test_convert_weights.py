@@ -129,7 +129,7 @@ def converted_torch_model(model, source: str, out_name: str, tmp_path_factory) -
 def ssdpytorch(images, tmp_path_factory) -> types.SimpleNamespace:
     """ssd.pytorch's SSD300 with fixed random weights, its outputs on ``images``, and its state dict
     converted by the command line (``tools/convert_weights.py --from ssdpytorch``)."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="needs the peers extra (pip install -e '.[peers]')")
     from peers import ssd_pytorch
 
     torch.manual_seed(SEED)
@@ -293,7 +293,7 @@ def test_gluoncv_file_for_another_model_is_refused(gluoncv, tmp_path):
 @pytest.fixture(scope="module")
 def torchvision_vgg16(tmp_path_factory) -> types.SimpleNamespace:
     """torchvision's ``vgg16(weights=None)`` with its own random init (plus random biases), converted."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="needs the peers extra (pip install -e '.[peers]')")
     if importlib.util.find_spec("torchvision") is None:  # a plain import may fail on its compiled ops
         pytest.skip("torchvision is not installed (pip install -e '.[peers]')")
     from peers.torchvision_peer import import_torchvision
@@ -415,7 +415,7 @@ def test_bad_input_is_one_line_error(tmp_path):
 
 def test_state_dict_missing_a_key_is_named(tmp_path):
     """A state dict without a tensor the network needs: one line naming the key, nothing written."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="needs the peers extra (pip install -e '.[peers]')")
     partial = str(tmp_path / "partial.pth")
     torch.save({"vgg.0.weight": torch.zeros(64, 3, 3, 3)}, partial)
     for source, message in (("ssdpytorch", "no parameter 'vgg.0.bias'; is it ssd.pytorch's SSD300 state dict?"),

@@ -4,11 +4,16 @@ Detections are compared as sets of kept rows (cls >= 0): the same boxes, equal c
 boxes within 1e-4. The one admitted difference is a near-tie at the ``nms_topk`` cut (two anchors
 whose scores differ in the 7th digit swap places across it); such rows are counted, and anything
 else fails (see ``helpers.compare_kept``).
+
+Every SSD network of the registry is exported and matched too (``test_every_registered_network_exports``),
+with random weights at a small input side, BatchNorm scales of fix_gamma layers moved from 1 as training
+moves them. Needs the ``onnx`` extra; without it the module is skipped.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import types
 
 import mxnet as mx
@@ -18,12 +23,15 @@ from helpers import batches_of, compare_kept, load_script, mxnet_raw, quickstart
 
 from config.errors import UserError
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
+NEEDS_ONNX = "needs the onnx extra (pip install -e '.[onnx]')"
+onnx = pytest.importorskip("onnx", reason=NEEDS_ONNX)
+onnxruntime = pytest.importorskip("onnxruntime", reason=NEEDS_ONNX)
 
-from config.run_config import load_run_config  # noqa: E402
+from config.run_config import load_run_config, save_run_config  # noqa: E402
+from config.train_config import SSDConfig  # noqa: E402
 from evaluate.onnx_detector import OnnxDetector, open_session  # noqa: E402
 from evaluate.onnx_export import detection_nodes, export_onnx  # noqa: E402
+from symbol.registry import SSD, get_network, network_names  # noqa: E402
 
 
 def exported(build, name: str, base) -> types.SimpleNamespace:
@@ -205,3 +213,118 @@ def test_a_network_with_an_op_mx2onnx_lacks_is_one_line(tmp_path):
     with pytest.raises(UserError, match="^--network fake: cannot be exported to ONNX: mx2onnx 1.9.1 cannot "
                                         "convert the op _contrib_AdaptiveAvgPooling2D "):
         _export_heads(symbol, {}, {}, 32, "fake", str(tmp_path / "x.onnx"))
+
+
+# --- every registered SSD network -----------------------------------------------------------------------
+SWEEP_SHAPE = 128  # the sweep's input side; a network whose layers do not fit it runs at its default side
+SWEEP_CLASSES = ("a", "b", "c")
+PROB_TOL = 2e-5  # class probabilities (cls_prob, every anchor and class): absolute
+LOC_TOL = 1e-4  # box offsets (multibox_loc_pred, of about 0.5 after the heads are rescaled): absolute
+
+
+def sweep_shape(name: str) -> int:
+    """:data:`SWEEP_SHAPE` where ``name``'s layers fit it, else its default ``--data-shape``
+    (vgg16_reduced: its SSD300 layout needs 272 pixels or more; it runs at 300)."""
+    from symbol.symbol_factory import get_symbol
+
+    try:
+        get_symbol(name, SWEEP_SHAPE, num_classes=len(SWEEP_CLASSES))
+    except UserError:
+        return get_network(name, SSD).default_data_shape
+    return SWEEP_SHAPE
+
+
+def random_checkpoint(name: str, shape: int, image: np.ndarray, prefix: str) -> None:
+    """``prefix``: ``name`` at ``shape`` with random weights (seed 0) and a run config.
+
+    Convolutions get He-scaled Gaussian weights (Xavier's default average fan shrinks the depthwise
+    layers of mobilenet to nothing); BatchNorm gets random scales, shifts and running statistics, so
+    its conversion is exercised (the scales of fix_gamma layers too, which mxnet ignores: weight decay
+    moves a trained checkpoint's away from 1, and the export must still compute with 1). Each
+    prediction head is then rescaled on ``image`` to offsets of about 0.5 and class logits of about 2:
+    confident, varied detections rather than near-uniform ones.
+    """
+    from evaluate.checkpoint import save_params
+    from symbol.symbol_factory import get_symbol
+
+    symbol = get_symbol(name, shape, num_classes=len(SWEEP_CLASSES))
+    internals = symbol.get_internals()
+    heads = [arg[:-len("_weight")] for arg in symbol.list_arguments() if arg.endswith("_pred_conv_weight")]
+    module = mx.mod.Module(mx.sym.Group([symbol] + [internals[f"{head}_output"] for head in heads]),
+                           label_names=None)
+    module.bind([("data", image.shape)], for_training=False)
+    mx.random.seed(0)
+    module.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    args, auxs = module.get_params()
+    rng = np.random.default_rng(0)
+    for params, suffix, low, high in ((args, "_gamma", 0.5, 1.5), (args, "_beta", -0.1, 0.1),
+                                      (auxs, "_moving_mean", -0.1, 0.1), (auxs, "_moving_var", 0.5, 1.5)):
+        for key in [key for key in params if key.endswith(suffix)]:
+            params[key] = mx.nd.array(rng.uniform(low, high, params[key].shape))
+    module.set_params(args, auxs)
+    module.forward(mx.io.DataBatch([mx.nd.array(image)]), is_train=False)
+    for head, output in zip(heads, module.get_outputs()[1:]):
+        target = 0.5 if head.endswith("_loc_pred_conv") else 2.0
+        args[f"{head}_weight"] *= target / float(output.asnumpy().std())
+        args[f"{head}_bias"][:] = 0
+    save_params(prefix, 0, symbol, args, auxs)
+    save_run_config(SSDConfig(network=name, data_shape=shape, num_classes=len(SWEEP_CLASSES),
+                              class_names=list(SWEEP_CLASSES), prefix=prefix, nms_thresh=0.45, nms_topk=400))
+
+
+def mxnet_heads_and_detections(prefix: str, image: np.ndarray) -> list[np.ndarray]:
+    """The checkpoint's test graph (as evaluate.py loads it) on ``image``: detections, cls_prob, loc."""
+    from evaluate.ssd_model import load_test_model
+
+    run = load_run_config(prefix)
+    symbol, args, auxs = load_test_model(run.network, prefix, 0, run.data_shape, run.num_classes, run.nms_thresh,
+                                         run.force_suppress, run.nms_topk)
+    internals = symbol.get_internals()
+    module = mx.mod.Module(mx.sym.Group([symbol, internals["cls_prob_output"], internals["multibox_loc_pred_output"]]),
+                           label_names=None)
+    module.bind([("data", image.shape)], for_training=False)
+    module.set_params(args, auxs)
+    module.forward(mx.io.DataBatch([mx.nd.array(image)]), is_train=False)
+    return [output.asnumpy() for output in module.get_outputs()]
+
+
+def onnx_heads_and_detections(path: str, image: np.ndarray) -> list[np.ndarray]:
+    """The exported model on ``image``: detections, and its cls_prob and loc tensors as extra outputs."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load(path)
+    for name in ("cls_prob", "multibox_loc_pred"):
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["detections", "cls_prob", "multibox_loc_pred"], {"data": image})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", network_names(SSD))
+def test_every_registered_network_exports(name, synthetic_voc, tmp_path):
+    """Each SSD ``--network`` exports, and onnxruntime gives MXNet's class probabilities (within
+    :data:`PROB_TOL`), box offsets (:data:`LOC_TOL`) and kept detections (1e-4) on one image, batch 1."""
+    import cv2
+
+    from evaluate.detector import ImageDetector
+
+    shape = sweep_shape(name)
+    run = SSDConfig()
+    bgr = cv2.imread(synthetic_voc.image_path(synthetic_voc.split("val")[0]))
+    image = ImageDetector(shape, run.mean_pixels, run.std_pixels).preprocess(bgr)[None]
+    prefix = str(tmp_path / f"ssd_{name}_{shape}")
+    try:
+        random_checkpoint(name, shape, image, prefix)
+        path = export_onnx(prefix, 0, str(tmp_path / f"{name}.onnx"))
+        assert json.loads({p.key: p.value for p in onnx.load(path).metadata_props}["mxdet"])["network"] == name
+        det_mx, prob_mx, loc_mx = mxnet_heads_and_detections(prefix, image)
+        det_onnx, prob_onnx, loc_onnx = onnx_heads_and_detections(path, image)
+    finally:  # the larger networks leave some 400 MB of weights behind
+        shutil.rmtree(tmp_path)
+    assert prob_onnx.shape == prob_mx.shape and loc_onnx.shape == loc_mx.shape
+    assert np.abs(prob_onnx - prob_mx).max() <= PROB_TOL
+    assert np.abs(loc_onnx - loc_mx).max() <= LOC_TOL
+    assert prob_mx[:, 1:].max() > 0.9 and np.abs(loc_mx).max() > 1  # not a flat, featureless output
+    result = compare_kept(det_mx[0], det_onnx[0], topk_cut(det_onnx[0], 400))
+    assert result["unexplained"] == 0 and result["near_cut"] <= 2, result
+    assert result["matched"] >= 50, result
