@@ -1,9 +1,10 @@
 """Distributed training over mxnet's parameter server, on 127.0.0.1 (train/distributed.py, tools/launch.py).
 
 Every job runs the toy SSD at 64 px (or faster_rcnn_small) on the shared
-24 synthetic images. Each test starts its processes with an environment
-marker (``MXDET_TEST_JOB``) and, pass or fail, kills every process that
-carries it: no scheduler, server or worker outlives its test.
+24 synthetic images, or on a set it learns (:func:`helpers.learnable_rec`).
+Each test starts its processes with an environment marker
+(``MXDET_TEST_JOB``) and, pass or fail, kills every process that carries
+it: no scheduler, server or worker outlives its test.
 
 How "both workers end with the same weights" is checked: at every epoch end
 of a sync job the workers exchange SHA-256 digests of their weights through
@@ -11,21 +12,46 @@ the kvstore and each logs ``weights identical on 2 workers (sha256 ...)``
 (a product check: a mismatch stops the job). The test reads that line from
 both ranks and recomputes the digest from rank 0's checkpoint, so rank 1's
 weights are compared bit for bit without rank 1 writing any file.
+
+Ports: the scheduler's port is found free by binding and releasing it, so
+another process can take it before the scheduler binds it. The scheduler
+then fails with ps-lite's ``bind failed``; the tests read that from its
+output and start the whole job again on a new port
+(:func:`run_job`, :func:`start_job`, and the hand-started job of the watchdog test).
+
+No test bounds a duration: each waits for an event (a log line, an exit, the
+last process gone) with a generous timeout that only a hung job reaches.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
+import types
 import uuid
+from collections.abc import Callable, Iterator
 
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import ROOT, logged_epochs, read_lst, script_command, train_args, train_toy
+from helpers import (
+    ROOT,
+    checkpoint_weights,
+    history,
+    learnable_rec,
+    logged_epochs,
+    read_lst,
+    script_command,
+    train_args,
+    train_toy,
+)
 
 from config.cpu import has_bfloat16
 from dataset.recordio import shard_of_records
@@ -35,6 +61,19 @@ from train.distributed import EqualBatches, batches_per_worker, digest_of_params
 
 DIGEST = re.compile(r"(\[rank (\d)\] )?\S* ?Epoch\[(\d+)\] weights identical on 2 workers \(sha256 ([0-9a-f]{64})\)")
 RECORDS = re.compile(r"(?:\[rank \d\] )?Epoch\[(\d+)\] rank (\d) records: ([\d,]*) \| repeated: ([\d,]*)")
+JOINED = r"Distributed: rank {rank} of 2 workers.*\(pid (\d+)\)"
+# ps-lite's scheduler when another process holds its port: "Check failed: my_node_.port != -1 ... bind failed"
+PORT_TAKEN = re.compile(r"my_node_\.port != -1.*bind failed")
+LAUNCH_ATTEMPTS = 4
+# the longest a test waits for one event (a line, an exit, the end of a job): reached only by a hung job
+EVENT_TIMEOUT_S = 300
+JOB_TIMEOUT_S = 600
+# the launcher reaps every process it started before it exits: one still there this long after is a leak
+GONE_TIMEOUT_S = 60
+# tools/launch.py with the scheduler's port chosen by the test instead of its own free_port(): the test
+# knows the port, and starts the job again on another one when the scheduler found it taken
+LAUNCH_ON_PORT = ("import sys; sys.path.insert(0, {root!r}); from tools import launch; "
+                  "launch.free_port = lambda: {port}; sys.exit(launch.main(sys.argv[1:]))")
 
 
 # --- process hygiene ---------------------------------------------------------------------------------
@@ -54,6 +93,19 @@ def marked_pids(marker: str) -> list[int]:
     return pids
 
 
+def wait_until(condition: Callable[[], object], what: str, timeout: float = EVENT_TIMEOUT_S) -> object:
+    """``condition()``'s first true value, polled every 0.1 s; an AssertionError naming ``what`` if it
+    stays false for ``timeout`` seconds (a hung job, never a slow one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def job_marker():
     """A fresh marker; on the way out every process carrying it is killed (and reaped if ours)."""
@@ -61,20 +113,60 @@ def job_marker():
     try:
         yield marker
     finally:
-        for pid in marked_pids(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while marked_pids(marker) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(-1, os.WNOHANG)
-            time.sleep(0.1)
+        kill_marked(marker)
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL every process that carries ``marker``; wait (at most 10 s) until they are gone."""
+    for pid in marked_pids(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while marked_pids(marker) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)
+        time.sleep(0.1)
 
 
 def job_env(marker: str, **extra: str) -> dict:
     env = dict(os.environ, MXDET_TEST_JOB=marker, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
     env.pop("MXNET_UPDATE_ON_KVSTORE", None)
     return env
+
+
+class Output:
+    """A child's pipe read line by line by a thread as it is written, and waits on those lines."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self.closed = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def find(self, pattern: str | re.Pattern, start: int = 0) -> re.Match | None:
+        """The first line from line ``start`` on that matches ``pattern``, or None."""
+        regex = re.compile(pattern)
+        return next((m for m in map(regex.search, self.lines[start:]) if m), None)
+
+    def wait_for(self, pattern: str | re.Pattern, start: int = 0, timeout: float = EVENT_TIMEOUT_S) -> re.Match | None:
+        """:meth:`find`, waiting until the line comes or the pipe closes (the process exited): None then."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.find(pattern, start) or self.closed, timeout):
+                raise AssertionError(f"no line matching {pattern!r} in {timeout:g} s:\n{self.text()[-3000:]}")
+            return self.find(pattern, start)
+
+    def text(self) -> str:
+        """What was read so far; once the pipe has closed (wait with ``wait_for('$^')``), all of it."""
+        return "".join(self.lines)
 
 
 def train_argv(rec, prefix: str, **flags) -> list[str]:
@@ -89,14 +181,55 @@ def train_argv(rec, prefix: str, **flags) -> list[str]:
     return script_command("train.py") + train_args(rec, prefix, **{**settings, **flags})
 
 
-def launch_argv(num_workers: int, command: list[str]) -> list[str]:
-    return script_command("tools/launch.py") + ["-n", str(num_workers), "-s", "1", "--launcher", "local", "--",
-                                                *command]
+def launch_argv(num_workers: int, command: list[str], port: int) -> list[str]:
+    """tools/launch.py (:data:`LAUNCH_ON_PORT`): ``num_workers`` workers and 1 server running ``command``."""
+    return [sys.executable, "-c", LAUNCH_ON_PORT.format(root=ROOT, port=port), "-n", str(num_workers), "-s", "1",
+            "--launcher", "local", "--", *command]
 
 
-def run_job(marker: str, command: list[str], timeout: float = 150, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(launch_argv(2, command), env=job_env(marker, **env), capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+def ports(first: int | None = None) -> Iterator[int]:
+    """``first`` (if given), then ports found free by bind-then-release, :data:`LAUNCH_ATTEMPTS` in all."""
+    found = iter(launch.free_port, None)
+    return itertools.islice(itertools.chain([first] if first else [], found), LAUNCH_ATTEMPTS)
+
+
+def run_job(marker: str, command: list[str], timeout: float = JOB_TIMEOUT_S, first_port: int | None = None,
+            **env: str) -> subprocess.CompletedProcess:
+    """A 2-worker job to its end; started again on a new port while the scheduler finds its port taken.
+    The result's ``ports`` lists the ports tried, the last one the job's."""
+    tried = []
+    for port in ports(first_port):
+        tried.append(port)
+        done = subprocess.run(launch_argv(2, command, port), env=job_env(marker, **env), capture_output=True,
+                              text=True, timeout=timeout, cwd=ROOT)
+        if not PORT_TAKEN.search(done.stderr):
+            break
+        kill_marked(marker)
+    done.ports = tried
+    return done
+
+
+def joined_or_ended(process: subprocess.Popen, expected: list[tuple[Output, str]]) -> Callable[[], bool]:
+    """A condition for :func:`wait_until`: ``process`` (a launcher, a scheduler) has exited, or each output
+    has a line matching its pattern (the 'Distributed: rank N' line of a worker that joined)."""
+    return lambda: process.poll() is not None or all(output.find(pattern) for output, pattern in expected)
+
+
+def start_job(marker: str, command: list[str]) -> tuple[subprocess.Popen, Output]:
+    """A 2-worker job started (its own session) and running: both workers have joined (their
+    'Distributed: rank N' lines), on a new port when the scheduler found its port taken."""
+    for port in ports():
+        job = subprocess.Popen(launch_argv(2, command, port), env=job_env(marker), stderr=subprocess.PIPE, text=True,
+                               cwd=ROOT, start_new_session=True)
+        output = Output(job.stderr)
+        wait_until(joined_or_ended(job, [(output, JOINED.format(rank=rank)) for rank in (0, 1)]),
+                   "both workers to join, or the launcher to exit")
+        if job.poll() is None:
+            return job, output
+        output.wait_for("$^")  # the end of its output
+        assert PORT_TAKEN.search(output.text()), f"the job ended before both workers joined:\n{output.text()[-3000:]}"
+        kill_marked(marker)
+    raise AssertionError(f"the scheduler found its port taken {LAUNCH_ATTEMPTS} times")
 
 
 def digests(output: str) -> dict[tuple[int, int], str]:
@@ -113,6 +246,21 @@ def checkpoint_digest(prefix: str, epoch: int) -> str:
     saved = mx.nd.load(checkpoint.params_path(prefix, epoch))
     args = {key[4:]: value for key, value in saved.items() if key.startswith("arg:")}
     return digest_of_params(args, list(args))
+
+
+def save_start(folder, num_classes: int) -> str:
+    """A fixed start for the toy at 64 (Xavier, seed 5) saved as ``<folder>/start-0000.params``: what
+    ``--pretrained <prefix> --epoch 0`` loads. Returns the prefix."""
+    from symbol.symbol_factory import get_symbol_train
+
+    symbol = get_symbol_train("toy", 64, num_classes=num_classes)
+    module = mx.mod.Module(symbol, label_names=("label",), context=mx.cpu())
+    module.bind([("data", (4, 3, 64, 64))], [("label", (4, 58, 6))])
+    mx.random.seed(5)
+    module.init_params(mx.init.Xavier())
+    start = str(folder / "start")
+    module.save_checkpoint(start, 0)
+    return start
 
 
 # --- no processes --------------------------------------------------------------------------------------
@@ -159,6 +307,29 @@ def test_dist_kvstore_outside_a_job_is_a_one_line_error(monkeypatch):
 
 
 # --- jobs ------------------------------------------------------------------------------------------------
+# a job's command that only joins: the scheduler and the server serve from mxnet's import, each worker
+# creates its kvstore, says its rank and leaves
+JOIN_ONLY = "import mxnet as mx; print('joined as rank', mx.kv.create('dist_sync').rank, flush=True)"
+
+
+@pytest.mark.slow
+def test_a_job_whose_port_is_taken_starts_again_on_another():
+    """The race bind-then-release leaves open, made certain: the first port offered is held by a listening
+    socket. The scheduler fails to bind it; run_job reads that from the output and starts the whole job
+    again on a new port, where both workers join."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with job_marker() as marker:
+            done = run_job(marker, [sys.executable, "-c", JOIN_ONLY], first_port=taken)
+            assert done.returncode == 0, done.stderr[-3000:]
+            wait_until(lambda: not marked_pids(marker), "the job's processes to be gone", GONE_TIMEOUT_S)
+    assert done.ports[0] == taken and len(done.ports) == 2
+    assert taken not in done.ports[1:]
+    assert sorted(re.findall(r"joined as rank (\d)", done.stderr)) == ["0", "1"]
+
+
 @pytest.mark.slow
 def test_dist_sync_two_epochs_shards_and_one_writer(synthetic_rec, tmp_path):
     """1 server + 2 workers, 2 epochs: exit 0; disjoint shards covering the set each epoch; the same
@@ -218,34 +389,33 @@ def equal_size_rec(source_rec: str, count: int, out_dir) -> str:
 
 
 @pytest.mark.slow
-def test_two_workers_equal_one_process_with_two_devices(synthetic_rec, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kv_store", ["dist_sync", "dist_device_sync"])
+def test_two_workers_equal_one_process_with_two_devices(synthetic_rec, tmp_path, monkeypatch, kv_store):
     """2 workers x 1 device at batch 4 == 1 process x 2 CPU devices at batch 8, weights within 1e-5 after one
-    step: worker k's batch is slice k of the single process's batch."""
+    step: worker k's batch is slice k of the single process's batch. Both workers end with the same weights
+    (digests of rank 0 and rank 1 equal rank 0's checkpoint), and the optimizer state is saved."""
     from config.augmentation import TRAIN_AUGMENTATIONS
-    from symbol.symbol_factory import get_symbol_train
 
     rec = equal_size_rec(synthetic_rec.train_rec, 8, tmp_path)
     assert shard_of_records(rec, 2) == [0] * 4 + [1] * 4
-    # a fixed start that both runs load
-    symbol = get_symbol_train("toy", 64, num_classes=synthetic_rec.num_classes)
-    module = mx.mod.Module(symbol, label_names=("label",), context=mx.cpu())
-    module.bind([("data", (4, 3, 64, 64))], [("label", (4, 58, 6))])
-    mx.random.seed(5)
-    module.init_params(mx.init.Xavier())
-    start = str(tmp_path / "start")
-    module.save_checkpoint(start, 0)
+    start = save_start(tmp_path, synthetic_rec.num_classes)  # a fixed start that both runs load
 
+    dist = str(tmp_path / "dist_toy_64")
     command = train_argv(synthetic_rec, str(tmp_path / "dist"), train_path=rec, pretrained=start, epoch=0, end_epoch=1,
-                         momentum=0, wd=0, lr=0.1, seed=1, batch_size=4, kv_store="dist_sync")
+                         momentum=0, wd=0, lr=0.1, seed=1, batch_size=4, kv_store=kv_store, log=tmp_path / "train.log")
     with job_marker() as marker:
         done = run_job(marker, command)
         assert done.returncode == 0, done.stderr[-3000:]
+    found = digests(done.stderr)
+    assert set(found) == {(0, 0), (1, 0)}, done.stderr[-3000:]
+    assert found[(0, 0)] == found[(1, 0)] == checkpoint_digest(dist, 1)
+    assert checkpoint.states_loadable(checkpoint.states_path(dist, 1))
 
     # the reference: one process, two devices, the same 8 images as one batch in record order
     monkeypatch.setitem(TRAIN_AUGMENTATIONS["none"], "shuffle", False)
     train_toy(synthetic_rec, str(tmp_path / "single"), 1, ctx=[mx.cpu(0), mx.cpu(1)], train_path=rec, label_width=350,
               batch_size=8, pretrained=start, lr=0.1, momentum=0.0, wd=0.0, augment="none", seed=1, frequent=1)
-    _, dist_args, _ = checkpoint.load_checkpoint(str(tmp_path / "dist_toy_64"), 1)
+    _, dist_args, _ = checkpoint.load_checkpoint(dist, 1)
     _, single_args, _ = checkpoint.load_checkpoint(str(tmp_path / "single"), 1)
     _, start_args, _ = checkpoint.load_checkpoint(start, 0)
     moved = max(float(np.abs(single_args[k].asnumpy() - start_args[k].asnumpy()).max()) for k in single_args)
@@ -254,55 +424,79 @@ def test_two_workers_equal_one_process_with_two_devices(synthetic_rec, tmp_path,
         np.testing.assert_allclose(dist_args[name].asnumpy(), value.asnumpy(), atol=1e-5, rtol=0, err_msg=name)
 
 
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory) -> types.SimpleNamespace:
+    """:func:`helpers.learnable_rec` (seed 5, 24 validation images) with a class names file."""
+    folder = tmp_path_factory.mktemp("dist_learn")
+    rec = learnable_rec(folder, num_val=24, seed=5)
+    names = folder / "classes.names"
+    names.write_text("\n".join(rec.classes) + "\n")
+    return types.SimpleNamespace(**vars(rec), names_file=str(names))
+
+
+def training_map(rec, prefix: str, epoch: int) -> float:
+    """The VOC mAP (IoU 0.5) of checkpoint ``prefix-epoch`` of the toy at 64 on ``rec``'s 128 training images:
+    the set it trained on, larger than the validation set and so a steadier measure of what it learned."""
+    from evaluate.evaluate_net import evaluate_net
+
+    result = evaluate_net("toy", rec.train_rec, rec.num_classes, [123, 117, 104], 64, prefix, epoch,
+                          class_names=rec.classes, label_pad_width=350)
+    assert result["images"] == 128
+    return result["mAP"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kv_store", ["dist_async", "dist_device_sync"])
-def test_other_dist_modes_finish_an_epoch(synthetic_rec, tmp_path, kv_store):
+def test_dist_async_learns_with_momentum_on_the_servers(learnable, tmp_path):
+    """dist_async (updates on the server, pushed one worker at a time): 3 epochs of 2 workers at batch 4 from a
+    fixed start. The weights stay finite, the training losses fall, and the mAP on the training images
+    beats the start's (measured: 0.005 at the start, 0.03-0.04 after). The servers hold the momentum: no
+    optimizer state is written, and the log says so."""
+    start = save_start(tmp_path, learnable.num_classes)
     prefix = str(tmp_path / "ssd")
-    command = train_argv(synthetic_rec, prefix, batch_size=6, end_epoch=1, kv_store=kv_store)
+    files = prefix + "_toy_64"
+    command = train_argv(learnable, prefix, pretrained=start, epoch=0, end_epoch=3, batch_size=4, lr=0.02, seed=1,
+                         kv_store="dist_async", log=tmp_path / "train.log")
     with job_marker() as marker:
         done = run_job(marker, command)
         assert done.returncode == 0, done.stderr[-3000:]
-    assert os.path.isfile(prefix + "_toy_64-0001.params")
-    # dist_async keeps momentum on the servers: no optimizer state is written, and the log says so
-    assert os.path.isfile(prefix + "_toy_64-0001.states") == (kv_store != "dist_async")
-    if kv_store == "dist_async":
-        assert "resumed run restarts it" in done.stderr
+    assert "resumed run restarts it" in done.stderr
+    assert checkpoint.saved_epochs(files) == [1, 2, 3]
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".states")]
+    weights = checkpoint_weights(files, 3, auxs=True)
+    assert all(np.isfinite(value).all() for value in weights.values())
+    rows = history(files)
+    assert float(rows[-1]["train_CrossEntropy"]) < 0.6 * float(rows[0]["train_CrossEntropy"]), rows
+    assert float(rows[-1]["train_SmoothL1"]) < float(rows[0]["train_SmoothL1"]), rows
+    untrained, trained = training_map(learnable, start, 0), training_map(learnable, files, 3)
+    assert trained > 3 * untrained, (untrained, trained)
 
 
 @pytest.mark.slow
 def test_killed_worker_stops_the_job_then_resume_auto_finishes(synthetic_rec, tmp_path):
-    """SIGKILL one worker mid-epoch: the launcher stops the rest within 60 s with one line naming it, and
-    nothing is left running; --resume auto then finishes the run from rank 0's last checkpoint."""
+    """SIGKILL one worker mid-epoch: the launcher stops the rest with one line naming it (the workers'
+    own watchdog is off: only the launcher can end the job), and nothing is left running; --resume auto
+    then finishes the run from rank 0's last checkpoint."""
     prefix = str(tmp_path / "ssd")
     files = prefix + "_toy_64"
     command = train_argv(synthetic_rec, prefix, batch_size=2, end_epoch=2, kv_store="dist_sync", resume="auto",
-                         seed=0)
+                         seed=0, dist_timeout=0, log=tmp_path / "train.log")
     with job_marker() as marker:
-        job = subprocess.Popen(launch_argv(2, command), env=job_env(marker), stderr=subprocess.PIPE, text=True,
-                               cwd=ROOT, start_new_session=True)
-        lines, victim = [], None
+        job, output = start_job(marker, command)
         try:
-            for line in job.stderr:
-                lines.append(line)
-                match = re.search(r"Distributed: rank 1 of 2 workers.*\(pid (\d+)\)", line)
-                victim = int(match.group(1)) if match else victim
-                if "[rank 1] Epoch[1] Batch [2/" in line:
-                    break
-            assert victim, "".join(lines[-20:])
+            victim = int(output.find(JOINED.format(rank=1)).group(1))
+            assert output.wait_for(r"\[rank 1\] Epoch\[1\] Batch \[2/"), output.text()[-3000:]
+            killed_at = len(output.lines)
             os.kill(victim, signal.SIGKILL)
-            killed_at = time.monotonic()
-            rest = job.stderr.read()
-            job.wait(timeout=60)
-            elapsed = time.monotonic() - killed_at
+            job.wait(timeout=EVENT_TIMEOUT_S)
+            output.wait_for("$^")  # the end of its output
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.pid, signal.SIGKILL)
             job.wait()
-        assert job.returncode != 0
-        assert elapsed < 60
-        assert f"error: worker 1 (pid {victim}) died (SIGKILL); stopped the job" in rest
-        time.sleep(0.5)
-        assert not marked_pids(marker), "processes left running"
+        assert job.returncode == 1, output.text()[-3000:]
+        stopped = output.find(r"error: worker 1 \(pid (\d+)\) died \(SIGKILL\); stopped the job", killed_at)
+        assert stopped and int(stopped.group(1)) == victim, output.text()[-3000:]
+        wait_until(lambda: not marked_pids(marker), "the job's processes to be gone", GONE_TIMEOUT_S)
     assert checkpoint.saved_epochs(files) == [1]
 
     with job_marker() as marker:
@@ -316,53 +510,52 @@ def test_killed_worker_stops_the_job_then_resume_auto_finishes(synthetic_rec, tm
 def test_watchdog_stops_a_worker_whose_peer_died_and_ranks_start_from_rank0(synthetic_rec, tmp_path):
     """Without the launcher (as on several machines): workers given different --seed start from rank 0's
     weights (identical digests after epoch 1); then one worker is killed and the other stops itself
-    within --dist-timeout with one line."""
+    after --dist-timeout without a finished batch, with one line."""
     prefix = str(tmp_path / "ssd")
-    port = launch.free_port()
     with job_marker() as marker:
-        base = job_env(marker, DMLC_PS_ROOT_URI="127.0.0.1", DMLC_PS_ROOT_PORT=str(port), DMLC_NUM_SERVER="1",
-                       DMLC_NUM_WORKER="2", DMLC_NODE_HOST="127.0.0.1", DMLC_INTERFACE="lo")
-        procs = {}
-        for role, name, seed in (("scheduler", "scheduler", 0), ("server", "server", 0), ("worker", "w1", 1),
-                                 ("worker", "w2", 2)):
-            command = train_argv(synthetic_rec, prefix, batch_size=2, end_epoch=3, kv_store="dist_sync", seed=seed,
-                                 dist_timeout=8)
-            procs[name] = subprocess.Popen(command, env=dict(base, DMLC_ROLE=role), stderr=subprocess.PIPE,
-                                           stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
-        # the rank-1 worker: read its lines until epoch 0's digest, then kill the other worker
-        outputs = {}
-        survivor = None
-        deadline = time.monotonic() + 120
-        logs = {"w1": [], "w2": []}
-        import selectors
-
-        selector = selectors.DefaultSelector()
-        for name in ("w1", "w2"):
-            selector.register(procs[name].stderr, selectors.EVENT_READ, name)
-        digest_seen = {}
-        while len(digest_seen) < 2 and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=1):
-                line = key.fileobj.readline()
-                logs[key.data].append(line)
-                match = DIGEST.search(line)
-                if match and match.group(3) == "0":
-                    digest_seen[key.data] = match.group(4)
-        assert len(digest_seen) == 2, "".join(logs["w1"][-10:] + logs["w2"][-10:])
-        assert digest_seen["w1"] == digest_seen["w2"]
-        procs["w2"].kill()
-        survivor = procs["w1"]
-        killed_at = time.monotonic()
-        rest = survivor.stderr.read()
-        survivor.wait(timeout=60)
-        elapsed = time.monotonic() - killed_at
-        outputs["w1"] = "".join(logs["w1"]) + rest
-        assert survivor.returncode != 0
-        assert elapsed < 8 + 15
-        assert re.search(r"error: rank \d: no batch finished for \d+ s \(--dist-timeout 8\)", rest), rest[-2000:]
-        for proc in procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
+        for port in ports():
+            base = job_env(marker, DMLC_PS_ROOT_URI="127.0.0.1", DMLC_PS_ROOT_PORT=str(port), DMLC_NUM_SERVER="1",
+                           DMLC_NUM_WORKER="2", DMLC_NODE_HOST="127.0.0.1", DMLC_INTERFACE="lo")
+            procs, outputs = {}, {}
+            for role, name, seed in (("scheduler", "scheduler", 0), ("server", "server", 0), ("worker", "w1", 1),
+                                     ("worker", "w2", 2)):
+                command = train_argv(synthetic_rec, prefix, batch_size=2, end_epoch=3, kv_store="dist_sync",
+                                     seed=seed, dist_timeout=8, log=tmp_path / "train.log")
+                procs[name] = subprocess.Popen(command, env=dict(base, DMLC_ROLE=role), stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL if role == "server" else subprocess.PIPE,
+                                               text=True, cwd=ROOT)
+                if role != "server":
+                    outputs[name] = Output(procs[name].stderr)
+            scheduler = procs["scheduler"]
+            wait_until(joined_or_ended(scheduler, [(outputs[w], JOINED.format(rank=r"\d")) for w in ("w1", "w2")]),
+                       "both workers to join, or the scheduler to exit")
+            if scheduler.poll() is None:
+                break
+            outputs["scheduler"].wait_for("$^")
+            assert PORT_TAKEN.search(outputs["scheduler"].text()), outputs["scheduler"].text()[-3000:]
+            kill_marked(marker)
+        else:
+            raise AssertionError(f"the scheduler found its port taken {LAUNCH_ATTEMPTS} times")
+        try:
+            # both workers' digests after epoch 0 (the same), then w2 killed
+            seen = {name: outputs[name].wait_for(r"Epoch\[0\] weights identical on 2 workers") for name in ("w1", "w2")}
+            assert all(seen.values()), outputs["w1"].text()[-2000:] + outputs["w2"].text()[-2000:]
+            assert DIGEST.search(seen["w1"].string).group(4) == DIGEST.search(seen["w2"].string).group(4)
+            killed_at = len(outputs["w1"].lines)
+            procs["w2"].kill()
+            survivor = procs["w1"]
+            survivor.wait(timeout=EVENT_TIMEOUT_S)
+            outputs["w1"].wait_for("$^")
+            assert survivor.returncode != 0
+            stopped = outputs["w1"].find(r"error: rank \d: no batch finished for (\d+) s \(--dist-timeout 8\)",
+                                         killed_at)
+            assert stopped, outputs["w1"].text()[-2000:]
+            assert int(stopped.group(1)) >= 8  # not before --dist-timeout
+        finally:
+            for proc in procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
 
 
 @pytest.mark.slow
@@ -373,7 +566,7 @@ def test_faster_rcnn_dist_sync_one_epoch_same_weights(synthetic_rec, tmp_path):
                          img_short_side=112, img_long_side=160, rpn_anchor_scales="(2,4,8)", rpn_pre_nms_topk=1000,
                          rpn_post_nms_topk=200, rcnn_batch_rois=64)
     with job_marker() as marker:
-        done = run_job(marker, command, timeout=170)
+        done = run_job(marker, command)
         assert done.returncode == 0, done.stderr[-3000:]
     found = digests(done.stderr)
     assert found[(0, 0)] == found[(1, 0)]

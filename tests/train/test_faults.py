@@ -1,25 +1,42 @@
 """Faults a user can cause: a run killed at any moment, a checkpoint cut short, a run that diverges.
 
 Each time, ``--resume auto`` must finish the run from the last complete checkpoint, the history
-must list each epoch once, and no checkpoint on disk may hold NaN.
+must list each epoch once, and no checkpoint on disk may hold NaN. Kills are driven by the run's own
+progress (a log line, the first bytes of a checkpoint write), never by a timer, so each one lands at
+the stage it is meant for, whatever the machine's speed.
 """
 from __future__ import annotations
 
 import logging
 import os
-import random
+import re
+import select
 import signal
 import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
 import pytest
-from helpers import load_script, logged_epochs, script_command, train_args, train_toy
+from helpers import ROOT, checkpoint_weights, load_script, logged_epochs, script_command, train_args, train_toy
 
 from config.errors import UserError
 from evaluate import checkpoint
 
 EPOCHS = 4
+# the longest any single event of a killed run is awaited (a log line, the first bytes of a write, an exit);
+# only reached when the event never comes
+EVENT_TIMEOUT_S = 300
+# the first 8 bytes of every file mx.nd.save writes: the NDArray list magic 0x112, little-endian uint64
+NDARRAY_LIST_MAGIC = (0x112).to_bytes(8, "little")
+# train.py with its training images in record order (what in-process tests get by patching
+# TRAIN_AUGMENTATIONS): a resumed run then trains on the batches an uninterrupted run trains on, and
+# the weights of the two can be compared
+IN_RECORD_ORDER = ("import runpy, sys; sys.path.insert(0, {root!r}); "
+                   "from config.augmentation import TRAIN_AUGMENTATIONS; "
+                   "TRAIN_AUGMENTATIONS['none']['shuffle'] = False; "
+                   "sys.argv[0] = {script!r}; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def train_argv(rec, prefix: str, **flags) -> list[str]:
@@ -30,33 +47,144 @@ def train_argv(rec, prefix: str, **flags) -> list[str]:
     return script_command("train.py") + train_args(rec, prefix, **{**settings, **flags})
 
 
+class KilledRun:
+    """``argv`` (a train.py command line) in a subprocess, its log read line by line as it is written.
+
+    The reading thread sends SIGKILL the moment a line matches ``kill_at`` (no hand-over to another
+    thread that the scheduler could delay), or :meth:`kill` does it on another event. :meth:`finish`
+    waits for the exit and returns the status: ``-SIGKILL`` proves that the kill met a live process,
+    since one that had exited by itself would report its own status.
+    """
+
+    def __init__(self, argv: list[str], cwd, kill_at: str | None = None):
+        self.kill_at = re.compile(kill_at) if kill_at else None
+        self.killed_after: str | None = None  # the line the kill followed
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if self.kill_at is not None and self.killed_after is None and self.kill_at.search(line):
+                self.kill()
+                self.killed_after = line
+
+    def kill(self) -> None:
+        """SIGKILL now."""
+        os.kill(self.process.pid, signal.SIGKILL)
+
+    def finish(self) -> int:
+        """The exit status, once the process has exited and its output is read."""
+        self.process.wait(timeout=EVENT_TIMEOUT_S)
+        self._reader.join(timeout=EVENT_TIMEOUT_S)
+        return self.process.returncode
+
+    def output(self) -> str:
+        """The log lines read so far (all of them after :meth:`finish`)."""
+        return "".join(self.lines)
+
+
+def kill_inside_write(run: KilledRun, path: str) -> bytes:
+    """SIGKILL ``run`` in the middle of writing ``path``: a FIFO stands where its temporary file will be
+    (``<path>.tmp<PID>``, :func:`config.fileio.temporary_path`), so the write blocks once the pipe is full;
+    the kill follows the first bytes that come through. Returns those bytes."""
+    fifo = f"{path}.tmp{run.process.pid}{os.path.splitext(path)[1]}"
+    os.mkfifo(fifo)
+    # opened without waiting for a writer; select() reports nothing until the writer's first bytes arrive
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    try:
+        while True:
+            readable, _, _ = select.select([fd], [], [], 0.5)
+            data = os.read(fd, 1 << 16) if readable else b""
+            if data:
+                run.kill()
+                return data
+            if run.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no write of {path} came before the run exited or {EVENT_TIMEOUT_S} s "
+                                     f"passed:\n{run.output()[-3000:]}")
+            if readable:  # the writer came and went without a byte: not what a checkpoint write does
+                time.sleep(0.1)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.slow
-def test_killed_ten_times_then_resume_auto_finishes(synthetic_rec, tmp_path):
-    """SIGKILL at 10 random moments (start-up, training, validation, checkpoint writes), each followed by
-    the same command with --resume auto; then one run to the end."""
-    prefix = str(tmp_path / "ssd")
-    files = prefix + "_toy_64"
-    argv = train_argv(synthetic_rec, prefix)
-    rng = random.Random(0)
-    for _ in range(10):
-        process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 6.0))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        if process.returncode == 0:  # it finished before the kill: start over to keep killing runs
-            for name in os.listdir(tmp_path):
-                os.remove(tmp_path / name)
-    # a write cut by a kill leaves <file>.tmp<PID>; the next run removes those of dead processes
-    stale = f"{files}-0001.params.tmp999999.params"
-    with open(stale, "wb") as f:
-        f.write(b"half a checkpoint")
-    finished = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    assert checkpoint.saved_epochs(files) == [EPOCHS - 1, EPOCHS]
-    assert logged_epochs(files) == list(range(1, EPOCHS + 1))
-    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
-    _, args, auxs = checkpoint.load_checkpoint(files, EPOCHS)
-    assert all(np.isfinite(v.asnumpy()).all() for v in {**args, **auxs}.values())
+def test_killed_in_a_batch_in_a_checkpoint_write_and_after_an_epoch_then_resume_auto_matches_a_straight_run(
+        synthetic_rec, tmp_path):
+    """SIGKILL at three moments that each run's own output announces: right after a batch's progress line,
+    inside the params write of a checkpoint (its optimizer state already written), right after an epoch's
+    'Saved checkpoint' line. After each, the same command with --resume auto; the last one finishes, and its
+    weights are those of the same command never interrupted (the data in record order: resumed runs promise
+    the weights of a straight run when the batches are the same)."""
+    epochs = 3
+    flags = dict(end_epoch=epochs, lr_steps=2, augment="none", frequent=1)
+
+    def command(folder: str) -> list[str]:
+        (tmp_path / folder).mkdir()
+        argv = train_argv(synthetic_rec, str(tmp_path / folder / "ssd"), **flags)
+        return [sys.executable, "-c", IN_RECORD_ORDER.format(root=ROOT, script=argv[1])] + argv[2:]
+
+    started: list[KilledRun] = []
+
+    def start(argv: list[str], cwd, kill_at: str | None = None) -> KilledRun:
+        started.append(KilledRun(argv, cwd, kill_at))
+        return started[-1]
+
+    try:
+        # the uninterrupted run, alongside
+        straight = start(command("straight"), tmp_path)
+        argv = command("run")
+        files = str(tmp_path / "run" / "ssd_toy_64")
+
+        # 1. right after the progress line of epoch 2's second batch (of 3): checkpoint 1 only
+        run = start(argv, tmp_path, kill_at=r"Epoch\[1\] Batch \[2/3\]")
+        assert run.finish() == -signal.SIGKILL, run.output()[-3000:]
+        assert run.killed_after is not None
+        assert checkpoint.saved_epochs(files) == [1] and logged_epochs(files) == [1]
+        assert not os.path.exists(checkpoint.states_path(files, 2))
+
+        # 2. inside the write of checkpoint 2's params: the optimizer state is complete, the params are not there,
+        # and the row of epoch 2 is in the history (it is written before the checkpoint)
+        run = start(argv, tmp_path)
+        first_bytes = kill_inside_write(run, checkpoint.params_path(files, 2))
+        assert run.finish() == -signal.SIGKILL, run.output()[-3000:]
+        assert first_bytes.startswith(NDARRAY_LIST_MAGIC)
+        assert "Resume training with (cpu(0)) from epoch 1\n" in run.output()
+        assert checkpoint.saved_epochs(files) == [1] and logged_epochs(files) == [1, 2]
+        assert checkpoint.states_loadable(checkpoint.states_path(files, 2))
+        leftover = [name for name in os.listdir(tmp_path / "run") if ".tmp" in name]
+        assert leftover == [f"ssd_toy_64-0002.params.tmp{run.process.pid}.params"]
+
+        # 3. right after epoch 2's 'Saved checkpoint' line; this run removed the dead run's temporary file
+        saved = re.escape(f'Saved checkpoint to "{checkpoint.params_path(files, 2)}"')
+        run = start(argv, tmp_path, kill_at=saved)
+        assert run.finish() == -signal.SIGKILL, run.output()[-3000:]
+        assert run.killed_after is not None
+        assert f"Removed {tmp_path / 'run' / leftover[0]}, left by a run that was killed" in run.output()
+        assert checkpoint.saved_epochs(files) == [1, 2] and logged_epochs(files) == [1, 2]
+
+        # 4. to the end
+        run = start(argv, tmp_path)
+        assert run.finish() == 0, run.output()[-3000:]
+        assert "Resume training with (cpu(0)) from epoch 2\n" in run.output()
+        assert checkpoint.saved_epochs(files) == [epochs - 1, epochs]
+        assert logged_epochs(files) == list(range(1, epochs + 1))
+        assert not [name for name in os.listdir(tmp_path / "run") if ".tmp" in name]
+        resumed = checkpoint_weights(files, epochs, auxs=True)
+        assert all(np.isfinite(v).all() for v in resumed.values())
+
+        assert straight.finish() == 0, straight.output()[-3000:]
+        expected = checkpoint_weights(str(tmp_path / "straight" / "ssd_toy_64"), epochs)
+        assert max(float(np.abs(resumed[k] - expected[k]).max()) for k in expected) < 1e-5
+    finally:  # a failed stage leaves no run behind
+        for left in started:
+            if left.process.poll() is None:
+                left.kill()
+                left.process.wait()
 
 
 class Killed(Exception):
