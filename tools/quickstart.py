@@ -17,9 +17,10 @@ The data and the recipe are config/recipes.py's (QUICKSTART_SET, RECIPES):
   for 51-70 and 95-115 px anchors), and it learns several times slower;
 * mirror-only augmentation (``--augment flip``): the SSD crop/pad samplers need
   hundreds of epochs, not tens;
-* ``--recipe fast`` (the default): 16 epochs, lr 0.05 after a one-epoch warm-up,
-  cosine decay and a weight average; ``--recipe step`` is the earlier 40-epoch
-  recipe with steps at 30 and 36 (docs/benchmarks.md compares them).
+* ``--recipe step`` (the default): 40 epochs, batch 16, lr 0.05 after a one-epoch
+  warm-up, 10x down at epochs 30 and 36; ``--recipe fast``: 16 epochs, batch 8,
+  lr 0.1, cosine decay, in about 45% of the time and about 3 points of mAP lower
+  (docs/benchmarks.md, "Training recipes").
 """
 import argparse
 import dataclasses
