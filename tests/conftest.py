@@ -3,6 +3,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import record_returns
 
 import config  # noqa: F401
 from dataset.synthetic import SynthDataset
@@ -94,12 +95,4 @@ def scored(monkeypatch) -> list[tuple[np.ndarray, np.ndarray]]:
     in scoring order (tests empty the list between runs)."""
     import evaluate.scoring as scoring
 
-    images = []
-    image_rows = scoring.image_rows
-
-    def recording(detections, labels):
-        images.append(image_rows(detections, labels))
-        return images[-1]
-
-    monkeypatch.setattr(scoring, "image_rows", recording)
-    return images
+    return record_returns(monkeypatch, scoring, "image_rows")

@@ -514,3 +514,17 @@ def assert_same_detections(first: list, second: list) -> None:
         np.testing.assert_array_equal(labels_a, labels_b)
         assert dets_a.shape == dets_b.shape
         np.testing.assert_allclose(dets_a, dets_b, rtol=0, atol=1e-6)
+
+
+def record_returns(monkeypatch, owner, name: str) -> list:
+    """Patch ``owner.name`` (a function or a class's method) to keep what each call returns, in call order;
+    returns that list."""
+    original = getattr(owner, name)
+    returned = []
+
+    def recording(*args, **kwargs):
+        returned.append(original(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(owner, name, recording)
+    return returned

@@ -20,7 +20,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import checkpoint_weights, flag_list, history, load_script, script_command, write_rec
+from helpers import checkpoint_weights, flag_list, history, load_script, record_returns, script_command, write_rec
 
 from config.errors import UserError
 from config.run_config import load_run_config, run_config_path, save_run_config
@@ -304,14 +304,7 @@ def test_two_cpu_contexts_step_is_the_mean_of_the_per_image_steps(shapes_rec, tm
     :func:`fresh_roi_streams` gives both sides the same ROI samples.
     """
     fresh_roi_streams(monkeypatch)
-    batches = []
-    load_batch = AnchorLoader.load_batch
-
-    def recording_load_batch(self, keys):
-        batches.append(load_batch(self, keys))
-        return batches[-1]
-
-    monkeypatch.setattr(AnchorLoader, "load_batch", recording_load_batch)
+    batches = record_returns(monkeypatch, AnchorLoader, "load_batch")
     train_rec = write_rec(str(tmp_path / "two"), shapes_rec.val[:2], img_fmt=".png")
     cfg = make_config(NETWORK, num_classes=2, img_short_side=112, img_long_side=160, rpn_anchor_scales=(2, 4, 8))
     weights = start_weights(cfg, str(tmp_path / "start-0000.params"))
