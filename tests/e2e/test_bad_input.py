@@ -196,11 +196,18 @@ def cases(b: types.SimpleNamespace) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(broken) -> dict:
-    """Each case's (exit status, stdout, stderr, files before, files after), four processes at a time."""
+    """Each case's (exit status, stdout, stderr, files before, files after), four processes at a time.
+
+    Each case writes under its own ``out/<name>``: commands on one output refuse to run at the same time
+    (config/output_lock.py), and a neighbour's lock file would show up in the "nothing written" check."""
     table = cases(broken)
+    shared = str(broken.tmp / "out")
 
     def run(item):
         name, (argv, _, folder) = item
+        own = os.path.join(shared, name)
+        argv = [arg.replace(shared, own) for arg in argv]
+        folder = folder.replace(shared, own)
         before = files_under(folder)
         proc = subprocess.run(argv, cwd=broken.tmp, capture_output=True, text=True, timeout=300)
         return name, (proc.returncode, proc.stdout, proc.stderr, before, files_under(folder))
