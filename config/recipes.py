@@ -1,7 +1,7 @@
 """Training recipes for small data and small networks, and the synthetic sets they were measured on.
 
 A recipe is a list of ``train.py`` flags on top of the quick start's fixed ones
-(toy SSD at 128 px, batch 16, mirror-only augmentation, a one-epoch warm-up).
+(toy SSD at 128 px, mirror-only augmentation, a one-epoch warm-up).
 ``tools/quickstart.py --recipe`` trains with one; ``tools/recipe_ablation.py``
 compares them on both sets over several seeds (docs/benchmarks.md, "Training
 recipes"). ``train.py``'s own defaults stay example/ssd's recipe for VOC.
@@ -32,7 +32,6 @@ class Recipe:
 
     epochs: int
     flags: tuple[str, ...]
-    summary: str
 
     def train_flags(self) -> list[str]:
         """The recipe's train.py flags, --end-epoch included."""
@@ -41,17 +40,13 @@ class Recipe:
 
 RECIPES = {
     # the quick start's recipe: lr 0.05, 10x down at 75% and 90% of the epochs
-    "step": Recipe(40, ("--batch-size", "16", "--lr", "0.05", "--lr-steps", "30,36"),
-                   "batch 16, lr 0.05, steps at 30 and 36"),
+    "step": Recipe(40, ("--batch-size", "16", "--lr", "0.05", "--lr-steps", "30,36")),
     # the same cut to 16 epochs: what fewer epochs alone cost
-    "step-short": Recipe(16, ("--batch-size", "16", "--lr", "0.05", "--lr-steps", "12,14"),
-                         "batch 16, lr 0.05, steps at 12 and 14"),
+    "step-short": Recipe(16, ("--batch-size", "16", "--lr", "0.05", "--lr-steps", "12,14")),
     # twice the updates an epoch at twice the rate, decayed by a cosine: the most mAP found in 16 epochs
-    "fast": Recipe(16, ("--batch-size", "8", "--lr", "0.1", "--lr-schedule", "cosine"),
-                   "batch 8, lr 0.1, cosine to 0"),
+    "fast": Recipe(16, ("--batch-size", "8", "--lr", "0.1", "--lr-schedule", "cosine")),
     # and a weight average on top
-    "fast-ema": Recipe(16, ("--batch-size", "8", "--lr", "0.1", "--lr-schedule", "cosine", "--ema", "0.998"),
-                       "batch 8, lr 0.1, cosine to 0, weight average 0.998"),
+    "fast-ema": Recipe(16, ("--batch-size", "8", "--lr", "0.1", "--lr-schedule", "cosine", "--ema", "0.998")),
 }
 # the fast recipe ends about 3 points below the step recipe (docs/benchmarks.md, "Training recipes"): the
 # quick start keeps the step recipe until a recipe reaches its mAP in half its time

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 
+from config.cli import parse_class_names
 from config.errors import UserError, run_cli
 from config.recipes import DATA_SHAPE, NETWORK, QUICKSTART_RECIPE, QUICKSTART_SET, RECIPES, data_commands, train_command
 
@@ -76,8 +77,7 @@ def main(argv=None) -> None:
 
     for cmd in data_commands(py, data_dir, QUICKSTART_SET, args.num_train, args.num_val, args.seed):
         run(cmd, steps)
-    with open(names) as f:
-        num_class = sum(1 for line in f if line.strip())
+    num_class = len(parse_class_names(names))
     recipe = RECIPES[args.recipe]
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 
+from config.cli import parse_class_names
 from config.errors import UserError, run_cli
 from config.recipes import DATA_SHAPE, NETWORK, RECIPES, SYNTHETIC_SETS, data_commands, train_command
 
@@ -90,8 +91,7 @@ def train_and_score(data_dir: str, run_dir: str, recipe_name: str, seed: int, dt
             return json.load(f)
     os.makedirs(run_dir, exist_ok=True)
     recipe = RECIPES[recipe_name]
-    with open(os.path.join(data_dir, "synth.names")) as f:
-        num_class = sum(1 for line in f if line.strip())
+    num_class = len(parse_class_names(os.path.join(data_dir, "synth.names")))
     prefix = os.path.join(run_dir, "ssd")
     log = os.path.join(run_dir, "run.log")
     load = os.getloadavg()[0]
@@ -124,7 +124,7 @@ def summary_rows(results: dict) -> list[list[str]]:
         spread = statistics.stdev(maps) if len(maps) > 1 else 0.0
         rows.append([set_name, recipe_name, dtype, str(RECIPES[recipe_name].epochs),
                      f"{statistics.mean(maps):.4f} ± {spread:.4f}", f"{min(maps):.4f}-{max(maps):.4f}",
-                     f"{minutes:.1f}", f"{ratio:.2f}", RECIPES[recipe_name].summary])
+                     f"{minutes:.1f}", f"{ratio:.2f}", " ".join(RECIPES[recipe_name].flags)])
     return rows
 
 
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
                                      result["map"], result["train_seconds"], result["load_at_start"]])
                     table.flush()
     header = ["set", "recipe", "dtype", "epochs", "VOC07 mAP (mean ± sd)", "range", "train min", "time / step",
-              "recipe"]
+              "train.py flags"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(results)]
     lines.append(f"\n{len(args.seeds)} training seeds ({', '.join(map(str, args.seeds))}), data seed "

@@ -49,6 +49,7 @@ def test_summary_is_mean_sample_sd_range_and_time_relative_to_the_step_recipe():
     # fast: mean 0.90, sd 0.05, 5.25 min = 0.5 of step
     assert rows["fast"][4:8] == ["0.9000 ± 0.0500", "0.8500-0.9500", "5.2", "0.50"]
     assert rows["fast"][2:4] == ["float32", str(RECIPES["fast"].epochs)]
+    assert rows["fast"][-1] == " ".join(RECIPES["fast"].flags)
 
 
 def test_a_finished_run_is_not_run_again(tmp_path, monkeypatch):
