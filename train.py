@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dtype", choices=("float32", "bfloat16"), default=SSD.dtype,
       help="bfloat16: convolutions in bfloat16, weights, optimizer state and losses in float32 (CPUs with "
            "avx512_bf16); checkpoints stay float32")
+    a("--val-interval", type=int, default=SSD.val_interval, metavar="N",
+      help="validate after every Nth epoch and after the last (the best checkpoint is chosen among those)")
     a("--ema", type=float, default=SSD.ema, metavar="DECAY",
       help="validate and save a moving average of the weights with this decay, e.g. 0.999 (0: off)")
     add_pixel_args(p, dict(zip(("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b"),
@@ -325,7 +327,8 @@ def common_loop_settings(args: argparse.Namespace, val_path: str, class_names: l
         lr_schedule=args.lr_schedule, lr_floor=args.lr_floor, ema=args.ema, dtype=args.dtype,
         kv_store=args.kv_store, seed=args.seed, log_file=args.log_file or None,
         voc07_metric=args.use_voc07_metric, ovp_thresh=args.overlap_thresh, use_difficult=args.use_difficult,
-        keep=args.keep, dist_timeout=args.dist_timeout, lr_scale_workers=args.lr_scale_workers,
+        keep=args.keep, val_interval=args.val_interval, dist_timeout=args.dist_timeout,
+        lr_scale_workers=args.lr_scale_workers,
     )
 
 
@@ -385,6 +388,7 @@ def check_values(args: argparse.Namespace) -> None:
     require_number("--warmup-epochs", args.warmup_epochs, 0)
     require_number("--lr-floor", args.lr_floor, 0)
     require_number("--ema", args.ema, 0, below=1)
+    require_number("--val-interval", args.val_interval, 1)
     if args.lr_schedule == "cosine":
         given = [args.spelled.get(dest, "--" + dest.replace("_", "-")) for dest in ("lr_steps", "lr_factor")
                  if dest in args.given]

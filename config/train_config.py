@@ -31,7 +31,8 @@ class TrainConfig:
     ``ema`` > 0 validates and saves an exponential moving average of the weights with that
     decay (:mod:`train.ema`). ``dtype`` 'bfloat16' trains with bfloat16 convolutions and float32
     weights (:mod:`symbol.precision`; AVX-512 BF16 CPUs). ``keep`` is how many of the newest epoch
-    checkpoints stay on disk (0 keeps all).
+    checkpoints stay on disk (0 keeps all). ``val_interval`` N validates after every Nth epoch and
+    after the last (:meth:`validates_after`).
     With a ``dist_*`` ``kv_store`` (README "Distributed training"): ``dist_timeout`` is the
     seconds a worker may go without finishing a batch before it stops the job (0: never),
     and ``lr_scale_workers`` multiplies ``lr`` by the number of workers (linear scaling).
@@ -66,8 +67,13 @@ class TrainConfig:
     ovp_thresh: float = 0.5
     use_difficult: bool = False
     keep: int = 5
+    val_interval: int = 1
     dist_timeout: float = 300.0
     lr_scale_workers: bool = False
+
+    def validates_after(self, epoch: int) -> bool:
+        """Whether the run validates after 0-based ``epoch``: every ``val_interval``-th and the last."""
+        return (epoch + 1) % self.val_interval == 0 or epoch + 1 >= self.end_epoch
 
 
 @dataclass

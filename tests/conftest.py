@@ -1,5 +1,7 @@
 """Shared pytest fixtures. Importing ``config`` first fixes mxnet's thread defaults."""
+import os
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +9,26 @@ from helpers import record_returns
 
 import config  # noqa: F401
 from dataset.synthetic import SynthDataset
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+CACHES = {".pytest_cache", ".ruff_cache", ".import_linter_cache", "__pycache__"}
+_ROOT_ENTRIES = pytest.StashKey[set]()
+
+
+# --- the suite writes only under its temporary folders ------------------------
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_ROOT_ENTRIES] = set(os.listdir(REPOSITORY))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test left a file in the repository's top folder (a script's default output, such
+    as train.py's ``train.log``, written because a test ran it in the repository without an output flag)."""
+    left = sorted(set(os.listdir(REPOSITORY)) - session.config.stash.get(_ROOT_ENTRIES, set()) - CACHES)
+    if left:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"error: the tests left {', '.join(left)} in {REPOSITORY}; give those commands an output under tmp_path",
+            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # --- data fixtures (tests/helpers.py builds them) ------------------------------

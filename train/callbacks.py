@@ -51,7 +51,7 @@ class EpochRecorder:
     :meth:`eval_end` as ``eval_end_callback``; SSD scores ``det_out``) or from
     ``validate(module) -> mAP`` called at each epoch end (Faster R-CNN,
     whose test graph differs from its training graph). With neither, the row
-    has no mAP.
+    has no mAP, and so has an epoch that ``validates_after(epoch)`` skips (``--val-interval``).
 
     ``writer`` False (ranks other than 0 of a distributed job) makes it do
     nothing: rank 0 alone writes and validates. ``save_states`` False skips
@@ -61,8 +61,10 @@ class EpochRecorder:
     def __init__(self, mod: mx.mod.Module, prefix: str, train_metric: mx.metric.EvalMetric,
                  history: TrainingHistory, progress: ProgressLogger, keep: int = 0,
                  scored_by_fit: bool = False, validate: Callable[[mx.mod.Module], float] | None = None,
-                 writer: bool = True, save_states: bool = True):
+                 writer: bool = True, save_states: bool = True,
+                 validates_after: Callable[[int], bool] = lambda epoch: True):
         self.writer = writer
+        self.validates_after = validates_after
         self.save_states = save_states
         self.mod = mod
         self.prefix = prefix
@@ -88,7 +90,9 @@ class EpochRecorder:
         for name, value in self.train_metric.get_global_name_value():
             self._row[f"train_{name}"] = f"{value:.6f}"
         self._params = (getattr(self.mod, "checkpoint_symbol", symbol), arg_params, aux_params)
-        if self.validate is not None:
+        if not self.validates_after(epoch):
+            self._finish(epoch, None)
+        elif self.validate is not None:
             score = float(self.validate(self.mod))
             self.logger.info("Epoch[%d] Validation-mAP=%f", epoch, score)
             self._finish(epoch, score)

@@ -219,12 +219,13 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
                               context=ctx, fixed_param_names=start.frozen or None, optimizer_states=states_file,
                               batch_begin_callback=progress.batch_begin,
                               update_on_kvstore=cluster.update_on_kvstore, ema_decay=config.ema,
-                              checkpoint_symbol=symbol)
+                              checkpoint_symbol=symbol, scores_after=config.validates_after)
         train_metric = family.train_metric()
         history = TrainingHistory(config.prefix, start.begin_epoch)
         recorder = EpochRecorder(mod, config.prefix, train_metric, history, progress, keep=config.keep,
                                  scored_by_fit=validation.data is not None, validate=validation.score,
-                                 writer=cluster.writer, save_states=not cluster.update_on_kvstore)
+                                 writer=cluster.writer, save_states=not cluster.update_on_kvstore,
+                                 validates_after=config.validates_after)
         cluster.start_watchdog(config.dist_timeout)
         mod.fit(
             batches, validation.data, eval_metric=train_metric, validation_metric=validation.metric,

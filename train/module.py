@@ -34,11 +34,14 @@ class ResumableModule(mx.mod.Module):
       with the optimizer; its raw weights and step travel in the ``.states`` file.
     * ``checkpoint_symbol`` is the graph checkpoints hold (a bfloat16 run trains a
       converted graph and saves the float32 one it came from).
+    * ``scores_after(epoch)`` False makes :meth:`score` skip that epoch's validation
+      (``--val-interval``): nothing is run, logged or passed to the callbacks.
     """
 
     def __init__(self, *args, optimizer_states: str | None = None,
                  batch_begin_callback: Callable[[], None] | None = None, update_on_kvstore: bool | None = None,
-                 ema_decay: float = 0.0, checkpoint_symbol: mx.sym.Symbol | None = None, **kwargs):
+                 ema_decay: float = 0.0, checkpoint_symbol: mx.sym.Symbol | None = None,
+                 scores_after: Callable[[int], bool] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.checkpoint_symbol = checkpoint_symbol if checkpoint_symbol is not None else self.symbol
         self._optimizer_states_file = optimizer_states
@@ -46,6 +49,7 @@ class ResumableModule(mx.mod.Module):
         self._want_update_on_kvstore = update_on_kvstore
         self._ema_decay = ema_decay
         self.weight_average: WeightAverage | None = None
+        self._scores_after = scores_after
 
     def forward_backward(self, data_batch: mx.io.DataBatch) -> None:
         if self._batch_begin_callback is not None:
@@ -55,6 +59,8 @@ class ResumableModule(mx.mod.Module):
     def score(self, eval_data, eval_metric, num_batch=None, batch_end_callback=None, score_end_callback=None,
               reset=True, epoch=0, sparse_row_id_fn=None):
         assert self.binded and self.params_initialized
+        if self._scores_after is not None and not self._scores_after(epoch):
+            return []
         if not isinstance(eval_metric, mx.metric.EvalMetric):
             eval_metric = mx.metric.create(eval_metric)
         eval_metric.reset()

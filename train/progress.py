@@ -124,8 +124,9 @@ class TrainingHistory:
                          label=key[len("train_"):])
         ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
         ax_loss.legend()
-        maps = [float(r.get("val_mAP") or "nan") for r in self.rows]
-        ax_map.plot(epochs, maps, marker="o", color="tab:green")
+        validated = [r for r in self.rows if r.get("val_mAP")]  # --val-interval skips epochs
+        ax_map.plot([int(r["epoch"]) for r in validated], [float(r["val_mAP"]) for r in validated], marker="o",
+                    color="tab:green")
         ax_map.set(xlabel="epoch", ylabel="mAP", title="Validation mAP", ylim=(0, 1))
         fig.tight_layout()
         atomic_write(self.png_path, lambda tmp: fig.savefig(tmp, dpi=80))

@@ -152,6 +152,8 @@ TRAIN_FLAGS = [
     row("--lr-floor 0.0001", base="--lr-schedule cosine", both=C),
     row("--lr-floor 0.0001", both=E),
     row("--ema 0.99", both=C),
+    row("--val-interval 5", both=C),
+    row("--val-interval 0", both=E),
     row("--dtype bfloat16", both=C),  # the CPU is checked when training starts (tests/train/test_bfloat16.py)
     row("--anchor-sizes '[[.1,.15,.2],[.37,.447],[.54,.619],[.71,.79],[.88,.961]]'", ssd=C, rcnn=E),
     row("--anchor-ratios '[1,2,.5,3]'", ssd=C, rcnn=E),

@@ -171,9 +171,10 @@ class Output:
 
 def train_argv(rec, prefix: str, **flags) -> list[str]:
     """``python train.py ...`` of a job's processes: the toy at 64 without augmentation (``network=
-    'faster_rcnn_small'``: that network), lr 0.01, a progress line every batch, train.py's default log
-    file; ``flags`` add or replace flags as :func:`helpers.train_args` takes them."""
-    settings = dict(frequent=1, lr=0.01, log=None)
+    'faster_rcnn_small'``: that network), lr 0.01, a progress line every batch, the log beside the
+    checkpoints (not in the repository, the jobs' working directory); ``flags`` add or replace flags as
+    :func:`helpers.train_args` takes them."""
+    settings = dict(frequent=1, lr=0.01, log=os.path.join(os.path.dirname(prefix), "train.log"))
     if flags.get("network", "toy") == "toy":
         settings.update(label_width=max(350, rec.label_width), augment="none")
     else:  # the SSD-only flags of train_args' baseline are refused for Faster R-CNN
