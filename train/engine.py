@@ -229,7 +229,8 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
         cluster.start_watchdog(config.dist_timeout)
         mod.fit(
             batches, validation.data, eval_metric=train_metric, validation_metric=validation.metric,
-            batch_end_callback=[DivergenceGuard(mod, config.prefix), mod.average_weights, progress, cluster.beat],
+            batch_end_callback=[DivergenceGuard(mod, config.prefix, config.frequent, data.batches_per_epoch),
+                                mod.average_weights, progress, cluster.beat],
             epoch_end_callback=epoch_end_callback(cluster, mod, recorder.epoch_end, logger),
             eval_end_callback=recorder.eval_end if validation.data is not None else None,
             eval_batch_end_callback=cluster.beat if validation.data is not None else None,

@@ -16,13 +16,16 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
+import mxnet as mx
 import numpy as np
 import pytest
 from helpers import ROOT, checkpoint_weights, load_script, logged_epochs, script_command, train_args, train_toy
 
 from config.errors import UserError
 from evaluate import checkpoint
+from train.callbacks import DivergenceGuard
 
 EPOCHS = 4
 # the longest any single event of a killed run is awaited (a log line, the first bytes of a write, an exit);
@@ -265,6 +268,27 @@ def test_a_diverging_run_stops_and_leaves_only_finite_checkpoints(synthetic_rec,
     assert checkpoint.saved_epochs(prefix + "_toy_64") == [1]
     _, args, auxs = checkpoint.load_checkpoint(prefix + "_toy_64", 1)
     assert all(np.isfinite(v.asnumpy()).all() for v in {**args, **auxs}.values())
+
+
+def test_the_weight_check_runs_every_nth_batch_and_after_each_epochs_last(tmp_path):
+    """NaN weights behind finite losses: seen after batches 4 and 8 (every 4th) and 10, the last before the
+    checkpoint, of a 10-batch epoch; a NaN loss after any batch."""
+    weights = types.SimpleNamespace(_exec_group=types.SimpleNamespace(param_arrays=[[mx.nd.array([1.0, np.nan])]]))
+    guard = DivergenceGuard(weights, str(tmp_path / "ssd"), every=4, batches_per_epoch=10)
+
+    def stops_after(nbatch: int, metric=None) -> bool:
+        try:
+            guard(types.SimpleNamespace(nbatch=nbatch, epoch=0, eval_metric=metric))
+        except UserError as err:
+            assert str(err).startswith("training diverged: ")
+            return True
+        return False
+
+    assert [n + 1 for n in range(10) if stops_after(n)] == [4, 8, 10]
+    finite = types.SimpleNamespace(_exec_group=types.SimpleNamespace(param_arrays=[[mx.nd.array([1.0])]]))
+    guard.module = finite
+    nan_loss = types.SimpleNamespace(get_global_name_value=lambda: [("CrossEntropy", float("nan"))])
+    assert [n + 1 for n in range(10) if stops_after(n, nan_loss)] == list(range(1, 11))
 
 
 @pytest.fixture
