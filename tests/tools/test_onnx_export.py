@@ -5,6 +5,12 @@ boxes within 1e-4. The one admitted difference is a near-tie at the ``nms_topk``
 whose scores differ in the 7th digit swap places across it); such rows are counted, and anything
 else fails (see ``helpers.compare_kept``).
 
+The quick-start-like model is compared on all 50 validation images (cheap at 128 px); SSD300 (random
+weights, 300 px, about 1 s a forward pass per image and runtime on a CPU) on its first 4, two batches of 2
+through one mxnet module and one onnxruntime session: each image keeps some 120 rows, so some 500 rows
+are compared, and every image must bring at least 100 of them. Each model is exported once per session
+(``exported``) and shared by the module's tests through a module-scoped fixture.
+
 Every SSD network of the registry is exported and matched too (``test_every_registered_network_exports``),
 with random weights at a small input side, BatchNorm scales of fix_gamma layers moved from 1 as training
 moves them. Needs the ``onnx`` extra; without it the module is skipped.
@@ -53,19 +59,25 @@ def ssd300(tmp_path_factory):
     return exported(ssd300_random, "ssd300", tmp_path_factory.getbasetemp())
 
 
-def compare_model(model, batch_size: int) -> dict:
-    """Totals of :func:`compare_kept` over every validation image of ``model``."""
+def compare_model(model, batch_size: int, images: int | None = None) -> dict:
+    """Totals of :func:`compare_kept` over the first ``images`` validation images of ``model`` (None: all),
+    in batches of ``batch_size``; ``fewest`` is the smallest number of rows matched in one image."""
     run = load_run_config(model.checkpoint)
-    batches = batches_of(model.val_images, run.data_shape, run.mean_pixels, run.std_pixels, batch_size)
+    paths = model.val_images[:images]
+    batches = batches_of(paths, run.data_shape, run.mean_pixels, run.std_pixels, batch_size)
     reference, _ = mxnet_raw(model.checkpoint, model.epoch, batches)
     session, _ = open_session(model.onnx)
     ours = [row for batch in batches for row in session.run(["detections"], {"data": batch})[0]]
+    assert len(reference) == len(ours) == len(paths)
     totals = {"images": len(ours), "matched": 0, "unexplained": 0, "near_cut": 0}
+    per_image = []
     for raw_mx, raw_onnx in zip(reference, ours):
         assert raw_onnx.shape == (min(run.nms_topk, raw_mx.shape[0]), 6)
-        for key, value in compare_kept(raw_mx, raw_onnx, topk_cut(raw_onnx, run.nms_topk)).items():
+        result = compare_kept(raw_mx, raw_onnx, topk_cut(raw_onnx, run.nms_topk))
+        for key, value in result.items():
             totals[key] += value
-    return totals
+        per_image.append(result["matched"])
+    return {**totals, "fewest": min(per_image)}
 
 
 @pytest.mark.slow
@@ -96,11 +108,13 @@ def test_quick_model_detections_equal_mxnet(quick):
 
 @pytest.mark.slow
 def test_ssd300_random_detections_equal_mxnet(ssd300):
-    totals = compare_model(ssd300, batch_size=10)
-    assert totals["images"] == 50
+    """SSD300's whole detection on 4 images, two batches of 2 (a batch dimension above 1, twice through one
+    session): the same kept rows (measured 126, 146, 117 and 120 a image, none near the cut)."""
+    totals = compare_model(ssd300, batch_size=2, images=4)
+    assert totals["images"] == 4
     assert totals["unexplained"] == 0, totals
-    assert totals["matched"] > 2000, totals
-    assert totals["near_cut"] <= 4, totals
+    assert totals["matched"] > 400 and totals["fewest"] >= 100, totals  # every image: 100+ real detections
+    assert totals["near_cut"] <= 2, totals
 
 
 @pytest.mark.slow
@@ -288,11 +302,11 @@ def mxnet_heads_and_detections(prefix: str, image: np.ndarray) -> list[np.ndarra
     return [output.asnumpy() for output in module.get_outputs()]
 
 
-def onnx_heads_and_detections(path: str, image: np.ndarray) -> list[np.ndarray]:
-    """The exported model on ``image``: detections, and its cls_prob and loc tensors as extra outputs."""
+def onnx_heads_and_detections(model, image: np.ndarray) -> list[np.ndarray]:
+    """The exported model (an ``onnx.ModelProto``, changed here) on ``image``: detections, and its cls_prob
+    and loc tensors as extra outputs."""
     from onnx import TensorProto, helper
 
-    model = onnx.load(path)
     for name in ("cls_prob", "multibox_loc_pred"):
         model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -315,10 +329,10 @@ def test_every_registered_network_exports(name, synthetic_voc, tmp_path):
     prefix = str(tmp_path / f"ssd_{name}_{shape}")
     try:
         random_checkpoint(name, shape, image, prefix)
-        path = export_onnx(prefix, 0, str(tmp_path / f"{name}.onnx"))
-        assert json.loads({p.key: p.value for p in onnx.load(path).metadata_props}["mxdet"])["network"] == name
+        model = onnx.load(export_onnx(prefix, 0, str(tmp_path / f"{name}.onnx")))
+        assert json.loads({p.key: p.value for p in model.metadata_props}["mxdet"])["network"] == name
         det_mx, prob_mx, loc_mx = mxnet_heads_and_detections(prefix, image)
-        det_onnx, prob_onnx, loc_onnx = onnx_heads_and_detections(path, image)
+        det_onnx, prob_onnx, loc_onnx = onnx_heads_and_detections(model, image)
     finally:  # the larger networks leave some 400 MB of weights behind
         shutil.rmtree(tmp_path)
     assert prob_onnx.shape == prob_mx.shape and loc_onnx.shape == loc_mx.shape

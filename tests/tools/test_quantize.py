@@ -97,20 +97,24 @@ def test_fp32_inference_is_fused_and_detects_as_unfused(quick):
 
 @pytest.mark.slow
 def test_ssd300_int8_keeps_the_fp32_top100_boxes(tmp_path_factory):
-    """SSD300 with Xavier weights (seed 0) on 10 synthetic images: the share of the FP32 top-100 boxes per
-    image that INT8 (naive calibration on 20 images) keeps, same class at IoU >= 0.9.
+    """SSD300 with Xavier weights (seed 0) on 5 synthetic images, one batch: the share of the FP32 top-100
+    boxes per image that INT8 (naive calibration on the record's first 20 images, which hold the 5) keeps,
+    same class at IoU >= 0.9. Some 500 boxes are scored, about 100 an image.
 
-    Measured 0.855; the target, 0.95, is not reached with random weights, and the misses say
-    why: INT8 scores the missed box's own anchor within 0.03 of FP32 (the anchor is not lost), and for
-    nine in ten misses INT8 kept an overlapping box of the same class (IoU >= the NMS threshold 0.45)
-    scored above it. The random heads give nearly flat class scores (0.25-0.43 everywhere), so
-    neighbouring anchors differ by less than INT8's noise and NMS keeps the neighbour, one stride away
-    (IoU 0.6-0.7 with the FP32 box); see README "INT8".
+    An SSD300 forward pass costs about a second an image on a CPU, so 5 images are scored. Calibration
+    keeps 20 images: on 10-16 the largest score change below is 0.0296, too close to its 0.03 bound for
+    other CPUs; on 20 it is 0.024.
+
+    The target, 0.95, is not reached with random weights, and the misses say why: INT8 scores the missed
+    box's own anchor within 0.03 of FP32 (the anchor is not lost), and for nine in ten misses INT8 kept an
+    overlapping box of the same class (IoU >= the NMS threshold 0.45) scored above it. The random heads give
+    nearly flat class scores (0.25-0.43 everywhere), so neighbouring anchors differ by less than INT8's noise
+    and NMS keeps the neighbour, one stride away (IoU 0.6-0.7 with the FP32 box); see README "INT8".
     """
     model = ssd300_random(str(tmp_path_factory.getbasetemp()))
     out = quantize(model.checkpoint, 0, model.val_rec, "naive", 2, 10)
     run = load_run_config(model.checkpoint)
-    batches = batches_of(model.val_images[:10], 300, run.mean_pixels, run.std_pixels, 10)
+    batches = batches_of(model.val_images[:5], 300, run.mean_pixels, run.std_pixels, 5)
     fp32, _ = mxnet_raw(model.checkpoint, 0, batches, class_scores=True)
     int8, _ = mxnet_raw(out, 0, batches, class_scores=True)
     total = hits = outranked = 0
@@ -130,7 +134,8 @@ def test_ssd300_int8_keeps_the_fp32_top100_boxes(tmp_path_factory):
             int8_score = int8_scores[int(row[0]) + 1, anchor]
             score_gaps.append(abs(int8_score - row[1]))
             outranked += bool((same[overlap >= run.nms_thresh, 1] >= int8_score).any())
-    assert total >= 990  # about 100 kept boxes in each of the 10 images
+    assert len(fp32) == len(int8) == 5
+    assert total >= 495  # about 100 kept boxes in each of the 5 images
     misses = total - hits
     print(f"INT8 keeps {hits} of the {total} FP32 top-100 boxes ({hits / total:.3f}); {outranked} of the "
           f"{misses} misses outranked by an overlapping INT8 box; largest score change {max(score_gaps):.4f}")
