@@ -208,8 +208,9 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
         if states_file and cluster.update_on_kvstore:
             logger.info("dist_async: optimizer state of %s not loaded (the servers hold momentum)", states_file)
             states_file = None
+        # the logged rate comes from the schedule: under dist_async the worker's own optimizer never steps
         progress = ProgressLogger(fit.batch_size, config.frequent, data.batches_per_epoch, start.begin_epoch,
-                                  config.end_epoch, logger, lr_of=lambda: mod._optimizer.learning_rate)
+                                  config.end_epoch, logger, lr_of=lr_scheduler.lr_at)
         train_symbol = symbol
         if config.dtype == "bfloat16":
             # float32 weights, optimizer state, multibox ops and losses; bfloat16 convolutions (symbol.precision)

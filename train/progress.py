@@ -28,13 +28,13 @@ class ProgressLogger:
     Times count from the real start of a batch: pass :meth:`batch_begin` to
     :class:`train.module.ResumableModule` (the first line of an epoch used to
     report ``Speed: 16000000000.00 samples/sec``, timed from its own end).
-    ``lr_of()`` gives the optimizer's current rate; the rate of each epoch's
-    first batch is logged and kept in ``epoch_lr``.
+    ``lr_of(epoch)`` gives the rate of an epoch's first batch, logged and kept in
+    ``epoch_lr``.
     """
 
     def __init__(self, batch_size: int, frequent: int, batches_per_epoch: int | None,
                  begin_epoch: int, end_epoch: int, logger: logging.Logger | None = None,
-                 lr_of: Callable[[], float] | None = None):
+                 lr_of: Callable[[int], float] | None = None):
         self.batch_size = batch_size
         self.frequent = max(1, frequent)
         self.batches_per_epoch = batches_per_epoch
@@ -58,7 +58,7 @@ class ProgressLogger:
             start = self._batch_tic if self._batch_tic is not None else now
             self._epoch, self._epoch_tic, self._window_tic, self._window_start = param.epoch, start, start, 0
             if self.lr_of is not None:
-                self.epoch_lr[param.epoch] = self.lr_of()
+                self.epoch_lr[param.epoch] = self.lr_of(param.epoch)
                 self.logger.info("Epoch[%d] Learning rate %.8g", param.epoch, self.epoch_lr[param.epoch])
         done = param.nbatch + 1
         if done % self.frequent and not param.locals.get("end_of_batch", False):
