@@ -7,6 +7,7 @@ from collections.abc import Callable
 import mxnet as mx
 
 from config.errors import UserError
+from config.train_config import TrainConfig
 from evaluate import checkpoint
 from train.progress import ProgressLogger, TrainingHistory
 
@@ -52,7 +53,8 @@ class EpochRecorder:
     """Epoch-end work, in this order: validation, history row, best checkpoint by mAP, checkpoint +
     optimizer state, pruning to the newest ``keep`` (see :meth:`_finish` for why).
 
-    Validation comes either from ``Module.fit``'s own scoring (pass
+    ``config`` gives the prefix, how many checkpoints to keep (``keep``) and the epochs to
+    validate after (``validates_after``). Validation comes either from ``Module.fit``'s own scoring (pass
     :meth:`eval_end` as ``eval_end_callback``; SSD scores ``det_out``) or from
     ``validate(module) -> mAP`` called at each epoch end (Faster R-CNN,
     whose test graph differs from its training graph). With neither, the row
@@ -63,24 +65,23 @@ class EpochRecorder:
     the optimizer state (``dist_async`` keeps it on the servers).
     """
 
-    def __init__(self, mod: mx.mod.Module, prefix: str, train_metric: mx.metric.EvalMetric,
-                 history: TrainingHistory, progress: ProgressLogger, keep: int = 0,
+    def __init__(self, mod: mx.mod.Module, config: TrainConfig, train_metric: mx.metric.EvalMetric,
+                 history: TrainingHistory, progress: ProgressLogger,
                  scored_by_fit: bool = False, validate: Callable[[mx.mod.Module], float] | None = None,
-                 writer: bool = True, save_states: bool = True,
-                 validates_after: Callable[[int], bool] = lambda epoch: True):
+                 writer: bool = True, save_states: bool = True):
         self.writer = writer
-        self.validates_after = validates_after
+        self.validates_after = config.validates_after
         self.save_states = save_states
         self.mod = mod
-        self.prefix = prefix
+        self.prefix = config.prefix
         self.progress = progress
-        self.keep = keep
+        self.keep = config.keep
         self.train_metric = train_metric
         self.history = history
         self.logger = progress.logger
         self.scored_by_fit = scored_by_fit
         self.validate = validate
-        best = checkpoint.best_score(prefix)
+        best = checkpoint.best_score(self.prefix)
         self.best = -1.0 if best is None else best
         self._row: dict = {}
 

@@ -223,10 +223,9 @@ def run_training(family: Family, ctx: Sequence[mx.Context]) -> dict:
                               checkpoint_symbol=symbol, scores_after=config.validates_after)
         train_metric = family.train_metric()
         history = TrainingHistory(config.prefix, start.begin_epoch)
-        recorder = EpochRecorder(mod, config.prefix, train_metric, history, progress, keep=config.keep,
+        recorder = EpochRecorder(mod, config, train_metric, history, progress,
                                  scored_by_fit=validation.data is not None, validate=validation.score,
-                                 writer=cluster.writer, save_states=not cluster.update_on_kvstore,
-                                 validates_after=config.validates_after)
+                                 writer=cluster.writer, save_states=not cluster.update_on_kvstore)
         cluster.start_watchdog(config.dist_timeout)
         mod.fit(
             batches, validation.data, eval_metric=train_metric, validation_metric=validation.metric,
