@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import cv2
 import mxnet as mx
@@ -213,9 +214,17 @@ def detection_objects(label, rec_path: str, number: int) -> np.ndarray:
     return objects[objects[:, 0] >= 0]
 
 
+class LabelScan(NamedTuple):
+    """What :func:`scan_labels` found: ``images`` and the ``widest`` packed label (header and objects, the
+    length ``ImageDetRecordIter``'s ``label_pad_width`` counts)."""
+
+    images: int
+    widest: int
+
+
 def scan_labels(rec_path: str, list_path: str = "", num_classes: int | None = None, flag: str = "--num-class"
-                ) -> int:
-    """Check ``rec_path`` (and ``list_path``, whose labels replace the packed ones) and return its image count.
+                ) -> LabelScan:
+    """Check ``rec_path`` (and ``list_path``, whose labels replace the packed ones): its image count and widest label.
 
     The whole ``.rec`` is read (against its ``.idx`` when one sits beside
     it): see :func:`iter_records` for what fails. With ``num_classes``, a
@@ -238,7 +247,7 @@ def scan_labels(rec_path: str, list_path: str = "", num_classes: int | None = No
             if top >= num_classes:
                 raise UserError(f"{source}: image {number} has class id {int(top)}, but {flag} {num_classes} "
                                 f"allows 0..{num_classes - 1}")
-    return len(labels)
+    return LabelScan(len(labels), max((label.size for label in labels), default=0))
 
 
 def check_record_file(path: str, what: str) -> None:

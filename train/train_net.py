@@ -56,6 +56,7 @@ class SSDFamily(Family):
     def __init__(self, config: SSDConfig):
         self.config = config
         self.num_images = 0
+        self.label_pad_width = config.label_width
         self.data_shape = (3, config.data_shape, config.data_shape)
 
     def prepare(self, cluster: Cluster, logger: logging.Logger) -> tuple[mx.sym.Symbol, dict]:
@@ -66,9 +67,15 @@ class SSDFamily(Family):
             raise UserError(f"--batch-size {config.batch_size}: must be at least 1")
         # the records are read through once before anything else: a cut .rec or a class id the
         # network has no output for is a one-line error now, not a C++ trace epochs later
-        self.num_images = scan_labels(config.train_path, config.train_list, config.num_classes)
+        train = scan_labels(config.train_path, config.train_list, config.num_classes)
+        self.num_images = train.images
+        widest = train.widest
         if config.val_path:
-            scan_labels(config.val_path, config.val_list, config.num_classes)
+            widest = max(widest, scan_labels(config.val_path, config.val_list, config.num_classes).widest)
+        # labels are padded to the widest one, not beyond: MultiBoxTarget's CPU kernel scans every padding
+        # row, and at --label-width 350 (58 rows) for images of a few objects it took a quarter of a toy
+        # step; the targets are the same. A width below the widest stays an error (DetRecordIter).
+        self.label_pad_width = min(config.label_width, widest) if widest else config.label_width
         if config.num_example > 0 and config.num_example != self.num_images:
             raise UserError(f"--num-example {config.num_example}: {config.train_list or config.train_path} holds "
                             f"{self.num_images} images; leave --num-example out (-1) to count them")
@@ -76,8 +83,8 @@ class SSDFamily(Family):
                                   nms_thresh=config.nms_thresh, force_suppress=config.force_suppress,
                                   nms_topk=config.nms_topk, cls_loss=config.cls_loss,
                                   **(config.graph_overrides or {}))
-        # the label's shape does not change any parameter's; this one is what --label-width gives
-        label_shape = (config.batch_size, max(1, (config.label_width - 2) // 6), 6)
+        # the label's shape does not change any parameter's; this one is what the padding gives
+        label_shape = (config.batch_size, max(1, (self.label_pad_width - 2) // 6), 6)
         return symbol, {"data": (config.batch_size,) + self.data_shape, "label": label_shape}
 
     def check_data(self, cluster: Cluster, logger: logging.Logger) -> None:
@@ -144,7 +151,7 @@ class SSDFamily(Family):
 
     def _iterator_args(self) -> dict:
         config = self.config
-        return dict(mean_pixels=config.mean_pixels, std_pixels=config.std_pixels, label_pad_width=config.label_width)
+        return dict(mean_pixels=config.mean_pixels, std_pixels=config.std_pixels, label_pad_width=self.label_pad_width)
 
     def validation(self, cluster: Cluster, ctx: list) -> Validation:
         config = self.config
