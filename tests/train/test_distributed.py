@@ -448,29 +448,30 @@ def training_map(rec, prefix: str, epoch: int) -> float:
 
 @pytest.mark.slow
 def test_dist_async_learns_with_momentum_on_the_servers(learnable, tmp_path):
-    """dist_async (updates on the server, pushed one worker at a time): 3 epochs of 2 workers at batch 4 from a
+    """dist_async (updates on the server, pushed one worker at a time): 4 epochs of 2 workers at batch 4 from a
     fixed start, the rate / 10 for the last. The weights stay finite, the training losses fall, and the mAP
-    on the training images beats the start's (measured: 0.005 at the start, 0.03-0.04 after). The servers
-    hold the momentum and the schedule: no optimizer state is written, the log says so, and the rate logged
-    for each epoch is the schedule's (the worker's own optimizer never steps)."""
+    on the training images beats the start's (measured: 0.005 at the start, 0.026-0.042 after in nine runs;
+    the order of the workers' pushes differs from run to run). The servers hold the momentum and the
+    schedule: no optimizer state is written, the log says so, and the rate logged for each epoch is the
+    schedule's (the worker's own optimizer never steps)."""
     start = save_start(tmp_path, learnable.num_classes)
     prefix = str(tmp_path / "ssd")
     files = prefix + "_toy_64"
-    command = train_argv(learnable, prefix, pretrained=start, epoch=0, end_epoch=3, batch_size=4, lr=0.02, seed=1,
-                         lr_steps=2, kv_store="dist_async", log=tmp_path / "train.log")
+    command = train_argv(learnable, prefix, pretrained=start, epoch=0, end_epoch=4, batch_size=4, lr=0.02, seed=1,
+                         lr_steps=3, kv_store="dist_async", log=tmp_path / "train.log")
     with job_marker() as marker:
         done = run_job(marker, command)
         assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed run restarts it" in done.stderr
-    assert checkpoint.saved_epochs(files) == [1, 2, 3]
+    assert checkpoint.saved_epochs(files) == [1, 2, 3, 4]
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".states")]
-    weights = checkpoint_weights(files, 3, auxs=True)
+    weights = checkpoint_weights(files, 4, auxs=True)
     assert all(np.isfinite(value).all() for value in weights.values())
     rows = history(files)
-    assert [float(row["lr"]) for row in rows] == pytest.approx([0.02, 0.02, 0.002])
+    assert [float(row["lr"]) for row in rows] == pytest.approx([0.02, 0.02, 0.02, 0.002])
     assert float(rows[-1]["train_CrossEntropy"]) < 0.6 * float(rows[0]["train_CrossEntropy"]), rows
     assert float(rows[-1]["train_SmoothL1"]) < float(rows[0]["train_SmoothL1"]), rows
-    untrained, trained = training_map(learnable, start, 0), training_map(learnable, files, 3)
+    untrained, trained = training_map(learnable, start, 0), training_map(learnable, files, 4)
     assert trained > 3 * untrained, (untrained, trained)
 
 
