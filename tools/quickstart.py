@@ -18,9 +18,9 @@ The data and the recipe are config/recipes.py's (QUICKSTART_SET, RECIPES):
 * mirror-only augmentation (``--augment flip``): the SSD crop/pad samplers need
   hundreds of epochs, not tens;
 * ``--recipe step`` (the default): 40 epochs, batch 16, lr 0.05 after a one-epoch
-  warm-up, 10x down at epochs 30 and 36; ``--recipe fast``: 16 epochs, batch 8,
-  lr 0.1, cosine decay, in under half the time and about 3 points of mAP lower
-  (docs/benchmarks.md, "Training recipes").
+  warm-up, 10x down at epochs 30 and 36; ``--recipe fast``: 18 epochs, batch 8,
+  lr 0.2, cosine decay, validation every 6th epoch, in under half the time and
+  about 1 point of mAP lower (docs/benchmarks.md, "Training recipes").
 """
 import argparse
 import dataclasses

@@ -262,3 +262,17 @@ def test_pip_extras_in_readme_exist():
                 assert not unknown, f"README.md:{number}: extras {sorted(unknown)} not in setup.py"
                 checked += 1
     assert checked, "README.md shows no pip install of the project's extras"
+
+
+def test_the_fast_recipe_line_is_config_recipes_fast():
+    """The training section's ``# fast recipe`` command trains with ``config/recipes.py``'s ``fast`` flags and
+    epochs, so the README cannot show a recipe other than the one measured in docs/benchmarks.md."""
+    from config.recipes import COMMON_FLAGS, RECIPES
+
+    lines = [split_command(line) for _, line in readme_commands() if line.rstrip().endswith("# fast recipe")]
+    assert len(lines) == 1, "README.md has no (or more than one) train.py line marked '# fast recipe'"
+    shown = parse_with_script(lines[0], "README.md: # fast recipe")
+    # the recipe's flags after the README's: argparse keeps the last value, so any flag the line lacks or
+    # gives another value makes the two parses differ
+    expected = parse_with_script([*lines[0], *COMMON_FLAGS, *RECIPES["fast"].train_flags()], "config/recipes.py")
+    assert vars(shown) == vars(expected)
