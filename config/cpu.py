@@ -12,9 +12,13 @@ CPU shows what each level gives a bfloat16 convolution:
   "could not create a primitive descriptor iterator".
 
 :func:`require_bfloat16` turns a missing flag into a one-line error before any graph is built.
-The path of the cpuinfo file is a parameter everywhere so tests can use fake ones.
+The path of the cpuinfo file is a parameter everywhere so tests can use fake ones. A cap set in
+``DNNL_MAX_CPU_ISA`` below ``AVX512_CORE_BF16`` turns bfloat16 off as a missing flag does (oneDNN 2.4
+reads only that variable, and only in upper case).
 """
 from __future__ import annotations
+
+import os
 
 from config.errors import UserError
 
@@ -26,6 +30,10 @@ AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 # oneDNN's avx512_core_bf16 level (avx512_core + VNNI + BF16): native bfloat16 kernels; without
 # the last two oneDNN emulates bfloat16, slower than float32
 BFLOAT16_FLAGS = AVX512_CORE_FLAGS + ("avx512_vnni", "avx512_bf16")
+ISA_CAP_VARIABLE = "DNNL_MAX_CPU_ISA"
+# the DNNL_MAX_CPU_ISA values below oneDNN's avx512_core_bf16 level; any other value leaves it on
+ISA_CAPS_WITHOUT_BFLOAT16 = ("SSE41", "AVX", "AVX2", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE",
+                             "AVX512_CORE_VNNI")
 
 
 def _read_lines(path: str | None) -> list[str] | None:
@@ -75,28 +83,45 @@ def isa_summary(path: str | None = None) -> str:
     return " ".join(have) + (f" (no {', '.join(lacking)})" if lacking else "")
 
 
+def isa_cap_without_bfloat16() -> str | None:
+    """``'DNNL_MAX_CPU_ISA=AVX2'`` where that variable caps oneDNN below its native bfloat16 kernels, else None."""
+    cap = os.environ.get(ISA_CAP_VARIABLE, "")
+    return f"{ISA_CAP_VARIABLE}={cap}" if cap in ISA_CAPS_WITHOUT_BFLOAT16 else None
+
+
 def missing_bfloat16_flags(path: str | None = None) -> list[str]:
     """The :data:`BFLOAT16_FLAGS` the CPU lacks, in that order; all of them where ``path`` tells nothing."""
     flags = cpu_flags(path)
     return [flag for flag in BFLOAT16_FLAGS if flag not in flags]
 
 
+def bfloat16_unavailable(path: str | None = None) -> str | None:
+    """Why oneDNN's native bfloat16 kernels cannot run here, in one line ending in ``'use float32'``; None
+    where they can (every flag of :data:`BFLOAT16_FLAGS` and no lower ``DNNL_MAX_CPU_ISA`` cap)."""
+    missing = missing_bfloat16_flags(path)
+    if missing and not cpu_flags(path):
+        return f"cannot read the CPU flags from {path or CPUINFO}; bfloat16 needs {', '.join(BFLOAT16_FLAGS)}; " \
+               "use float32"
+    if missing:
+        if any(name in AVX512_CORE_FLAGS for name in missing):
+            why = "oneDNN has no bfloat16 convolution without AVX-512"
+        else:
+            why = "oneDNN would emulate bfloat16, several times slower than float32"
+        return f"this CPU ({cpu_model(path)}) lacks {', '.join(missing)}: {why}; use float32"
+    cap = isa_cap_without_bfloat16()
+    if cap:
+        return f"{cap} caps oneDNN below its bfloat16 kernels (AVX512_CORE_BF16); unset it or use float32"
+    return None
+
+
 def has_bfloat16(path: str | None = None) -> bool:
-    """True where the CPU has every flag of :data:`BFLOAT16_FLAGS` (oneDNN's native bfloat16 kernels)."""
-    return not missing_bfloat16_flags(path)
+    """True where oneDNN's native bfloat16 kernels can run (:func:`bfloat16_unavailable` gives no reason)."""
+    return bfloat16_unavailable(path) is None
 
 
 def require_bfloat16(flag: str = "--dtype bfloat16", path: str | None = None) -> None:
-    """Raise :class:`UserError` in one line naming ``flag``, the CPU and its missing flags, unless the CPU
-    runs oneDNN's bfloat16 kernels natively (every flag of :data:`BFLOAT16_FLAGS`)."""
-    missing = missing_bfloat16_flags(path)
-    if not missing:
-        return
-    if not cpu_flags(path):
-        raise UserError(f"{flag}: cannot read the CPU flags from {path or CPUINFO}; bfloat16 needs "
-                        f"{', '.join(BFLOAT16_FLAGS)}; use float32")
-    if any(name in AVX512_CORE_FLAGS for name in missing):
-        why = "oneDNN has no bfloat16 convolution without AVX-512"
-    else:
-        why = "oneDNN would emulate bfloat16, several times slower than float32"
-    raise UserError(f"{flag}: this CPU ({cpu_model(path)}) lacks {', '.join(missing)}: {why}; use float32")
+    """Raise :class:`UserError` in one line naming ``flag`` and :func:`bfloat16_unavailable`'s reason, unless
+    oneDNN's native bfloat16 kernels can run."""
+    reason = bfloat16_unavailable(path)
+    if reason:
+        raise UserError(f"{flag}: {reason}")

@@ -331,7 +331,13 @@ def test_isa_summary_lists_what_the_cpu_has_and_lacks(tmp_path):
     assert cpu.isa_summary(str(no_flags)) == "unknown"  # cpu_isa gives ' (no avx2, ...)' here
 
 
-def test_require_bfloat16_passes_with_the_flags(tmp_path):
+@pytest.fixture
+def no_isa_cap(monkeypatch):
+    """These tests are about the cpuinfo file: a DNNL_MAX_CPU_ISA set for the whole run must not reach them."""
+    monkeypatch.delenv(cpu.ISA_CAP_VARIABLE, raising=False)
+
+
+def test_require_bfloat16_passes_with_the_flags(tmp_path, no_isa_cap):
     path = _cpuinfo(tmp_path, EPYC_FLAGS)
     assert cpu.has_bfloat16(path) and cpu.missing_bfloat16_flags(path) == []
     cpu.require_bfloat16(path=path)
@@ -343,7 +349,7 @@ def test_require_bfloat16_passes_with_the_flags(tmp_path):
     (EPYC_FLAGS.replace(" avx512_bf16", "").replace(" avx512_vnni", ""), "avx512_vnni, avx512_bf16", "emulate"),
     (EPYC_FLAGS.replace(" avx512bw", ""), "avx512bw", "no bfloat16 convolution without AVX-512"),
 ])
-def test_require_bfloat16_names_the_missing_flags(tmp_path, flags, missing, why):
+def test_require_bfloat16_names_the_missing_flags(tmp_path, flags, missing, why, no_isa_cap):
     path = _cpuinfo(tmp_path, flags, model="Intel(R) Xeon(R) Gold 6148")
     with pytest.raises(UserError) as err:
         cpu.require_bfloat16("--dtype bfloat16", path=path)
@@ -352,6 +358,30 @@ def test_require_bfloat16_names_the_missing_flags(tmp_path, flags, missing, why)
     assert message.startswith(f"--dtype bfloat16: this CPU (Intel(R) Xeon(R) Gold 6148) lacks {missing}:")
     assert why in message and message.endswith("; use float32")
     assert not cpu.has_bfloat16(path)
+
+
+@pytest.mark.parametrize("cap", ["AVX2", "AVX512_CORE", "AVX512_CORE_VNNI"])
+def test_an_isa_cap_below_avx512_core_bf16_turns_bfloat16_off(tmp_path, monkeypatch, cap):
+    """oneDNN capped below its bfloat16 level has no native kernels, whatever the CPU's flags say."""
+    path = _cpuinfo(tmp_path, EPYC_FLAGS)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", cap)
+    assert not cpu.has_bfloat16(path) and cpu.missing_bfloat16_flags(path) == []
+    with pytest.raises(UserError) as err:
+        cpu.require_bfloat16("--dtype bfloat16", path=path)
+    assert str(err.value) == (f"--dtype bfloat16: DNNL_MAX_CPU_ISA={cap} caps oneDNN below its bfloat16 kernels "
+                              "(AVX512_CORE_BF16); unset it or use float32")
+    # a CPU lacking flags names them first: they are the cause whatever the cap
+    with pytest.raises(UserError, match=r"lacks avx512f, .*avx512_bf16: oneDNN has no bfloat16"):
+        cpu.require_bfloat16("--dtype bfloat16", path=_cpuinfo(tmp_path, AVX2_FLAGS))
+
+
+@pytest.mark.parametrize("cap", ["AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL", "avx2", ""])
+def test_caps_at_or_above_bfloat16_and_those_onednn_ignores_keep_it(tmp_path, monkeypatch, cap):
+    """oneDNN 2.4 reads the level in upper case only: 'avx2' leaves it at the CPU's best."""
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", cap)
+    path = _cpuinfo(tmp_path, EPYC_FLAGS)
+    assert cpu.has_bfloat16(path)
+    cpu.require_bfloat16(path=path)
 
 
 def test_require_bfloat16_without_cpuinfo(tmp_path):

@@ -15,7 +15,7 @@ from helpers import script_command
 
 import config.cpu
 import evaluate.onnx_detector as onnx_detector
-from config.cpu import BFLOAT16_FLAGS, has_bfloat16, missing_bfloat16_flags
+from config.cpu import bfloat16_unavailable, has_bfloat16
 from config.environment import scoped_env
 from config.errors import UserError
 from tools import benchmark
@@ -24,8 +24,7 @@ STEP_SECONDS = 0.25
 HAS_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs onnx and onnxruntime, the 'onnx' extra: "
                                 "pip install -e '.[onnx]'")
-needs_bf16 = pytest.mark.skipif(not has_bfloat16(), reason="needs avx512_bf16 with " + ", ".join(BFLOAT16_FLAGS)
-                                + f"; this CPU lacks {', '.join(missing_bfloat16_flags())}")
+needs_bf16 = pytest.mark.skipif(not has_bfloat16(), reason=f"needs native bfloat16: {bfloat16_unavailable()}")
 AVX2_CPUINFO = "processor : 0\nmodel name : Some AVX2 CPU\nflags : fpu sse avx2 fma\n"
 
 

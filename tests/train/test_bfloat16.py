@@ -15,11 +15,10 @@ import pytest
 from helpers import checkpoint_weights, history, learnable_rec, load_script, train_toy
 
 import config.cpu
-from config.cpu import BFLOAT16_FLAGS, has_bfloat16
+from config.cpu import BFLOAT16_FLAGS, bfloat16_unavailable, has_bfloat16
 from config.errors import UserError
 
-needs_bf16 = pytest.mark.skipif(not has_bfloat16(), reason="needs avx512_bf16 and the AVX-512 core flags "
-                                f"({', '.join(BFLOAT16_FLAGS)}); this CPU lacks some")
+needs_bf16 = pytest.mark.skipif(not has_bfloat16(), reason=f"needs native bfloat16: {bfloat16_unavailable()}")
 AVX2_CPUINFO = "processor : 0\nmodel name : An AVX2 CPU\nflags : fpu sse sse2 avx avx2 fma f16c\n"
 
 
@@ -101,6 +100,23 @@ def test_without_the_cpu_flags_it_is_one_line_before_anything_is_read(learnable,
     assert message.startswith("--dtype bfloat16: this CPU (An AVX2 CPU) lacks avx512f")
     assert "avx512_bf16" in message and "\n" not in message
     assert not out.exists() or not any(out.iterdir())  # nothing written (the --prefix folder may be made)
+
+
+def test_an_isa_cap_below_bfloat16_is_one_line_before_anything_is_read(learnable, tmp_path, monkeypatch):
+    """A CPU with every flag but oneDNN capped to AVX2: the convolutions would fail to bind in bfloat16."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nmodel name : AMD EPYC\nflags : avx2 fma " + " ".join(BFLOAT16_FLAGS) + "\n")
+    monkeypatch.setattr(config.cpu, "CPUINFO", str(cpuinfo))
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as error:
+        load_script("train").main(["--network", "toy", "--data-shape", "128", "--train-path", learnable.train_rec,
+                                   "--num-class", "2", "--class-names", "a,b", "--pretrained", "", "--freeze", "",
+                                   "--val-path", "", "--gpus", "", "--prefix", str(out / "ssd"), "--log", "",
+                                   "--dtype", "bfloat16"])
+    assert str(error.value) == ("--dtype bfloat16: DNNL_MAX_CPU_ISA=AVX2 caps oneDNN below its bfloat16 kernels "
+                                "(AVX512_CORE_BF16); unset it or use float32")
+    assert not out.exists() or not any(out.iterdir())
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ from helpers import (
     train_toy,
 )
 
-from config.cpu import has_bfloat16
+from config.cpu import bfloat16_unavailable, has_bfloat16
 from dataset.recordio import shard_of_records
 from evaluate import checkpoint
 from tools import launch
@@ -578,7 +578,7 @@ def test_faster_rcnn_dist_sync_one_epoch_same_weights(synthetic_rec, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not has_bfloat16(), reason="needs avx512_bf16 and the AVX-512 core flags; this CPU lacks some")
+@pytest.mark.skipif(not has_bfloat16(), reason=f"needs native bfloat16: {bfloat16_unavailable()}")
 def test_dist_sync_in_bfloat16_keeps_the_workers_identical(synthetic_rec, tmp_path):
     """--dtype bfloat16 under the parameter server: float32 weights pushed and pulled, identical on both ranks."""
     prefix = str(tmp_path / "ssd")
