@@ -37,6 +37,7 @@ SSD, RCNN = SSDConfig(), RCNNConfig()
 DEFAULT_VAL_PATH = os.path.join(os.getcwd(), "data", "val.rec")
 DEFAULT_PRETRAINED = os.path.join(os.getcwd(), "model", "vgg16_reduced")
 DEFAULT_LOG = "train.log"
+AUTO_ANCHORS = "auto"  # --anchor-sizes auto: fitted to the training objects where the preset covers too few
 # Flags whose default depends on the family (None on the command line), as TrainConfig fields
 FAMILY_DEFAULTS = ("batch_size", "pretrained", "prefix", "end_epoch", "frequent", "lr", "lr_steps")
 
@@ -187,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="dist_* kvstores: multiply --lr by the number of workers (the global batch is workers x --batch-size)")
     a("--cls-loss", choices=("softmax", "focal"), default=SSD.cls_loss, help="classification loss")
     a("--anchor-sizes", default=None, metavar="LISTS",
-      help="SSD anchor sizes per feature layer as fractions of the input, e.g. '[[.1,.141],[.2,.272],...]' "
-           "(default: the network's preset; tools/fit_anchors.py proposes them for your data)")
+      help="SSD anchor sizes per feature layer as fractions of the input, e.g. '[[.1,.141],[.2,.272],...]'; "
+           "'auto': where the preset covers under 95%% of the training objects, sizes and ratios fitted to them "
+           "(default: the network's preset; tools/fit_anchors.py shows the fit)")
     a("--anchor-ratios", default=None, metavar="LISTS",
       help="SSD anchor aspect ratios per feature layer (or one list for all), e.g. '[[1,2,.5],...]'")
     a("--augment", choices=tuple(TRAIN_AUGMENTATIONS), default=SSD.augment,
@@ -370,6 +372,13 @@ def anchor_overrides(args: argparse.Namespace, prefix: str) -> dict | None:
     if str(args.resume).strip() not in ("-1", "0", "") or args.finetune > 0:
         saved = load_run_config(prefix)
         overrides = dict(getattr(saved, "graph_overrides", None) or {})
+    if args.anchor_sizes == AUTO_ANCHORS:
+        if args.anchor_ratios is not None:
+            raise UserError("--anchor-sizes auto: fits the ratios as well; drop --anchor-ratios or give both lists")
+        overrides.pop("sizes", None)
+        overrides.pop("ratios", None)
+        overrides.update(fitted_anchor_overrides(args.train_path, args.network, args.data_shape))
+        return overrides or None
     for key in ("sizes", "ratios"):
         text = getattr(args, f"anchor_{key}")
         if text is not None:
@@ -377,6 +386,17 @@ def anchor_overrides(args: argparse.Namespace, prefix: str) -> dict | None:
     if "sizes" in overrides or "ratios" in overrides:
         check_anchor_lists(args.network, args.data_shape, overrides.get("sizes"), overrides.get("ratios"))
     return overrides or None
+
+
+def fitted_anchor_overrides(train_path: str, network: str, data_shape: int) -> dict:
+    """``--anchor-sizes auto``: the sizes and ratios ``tools/fit_anchors.py`` proposes for the non-difficult
+    objects of ``train_path`` at ``data_shape``, where the preset covers under its target; else none (the
+    preset). The fit is seeded, so a resumed run and every worker of a distributed job get the same anchors."""
+    from evaluate.anchor_fit import fit_ssd_anchors, read_record_boxes
+
+    boxes, _, difficult, _ = read_record_boxes(train_path)
+    fit = fit_ssd_anchors(boxes[~difficult], network, data_shape, data_shapes=(), rec=train_path)
+    return fit.graph_overrides() if fit.changed else {}
 
 
 def check_values(args: argparse.Namespace) -> None:

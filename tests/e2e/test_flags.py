@@ -158,6 +158,7 @@ TRAIN_FLAGS = [
     row("--anchor-sizes '[[.1,.15,.2],[.37,.447],[.54,.619],[.71,.79],[.88,.961]]'", ssd=C, rcnn=E),
     row("--anchor-ratios '[1,2,.5,3]'", ssd=C, rcnn=E),
     row("--anchor-sizes '[[.1,.2]]'", ssd=E),
+    row("--anchor-sizes auto --anchor-ratios '[1,2,.5]'", ssd=E, rcnn=E),  # auto fits the ratios too
     row("--ema 1", both=E),
     *[row(f"--{stat}-{channel} 2", ssd=C, rcnn=E) for stat in ("mean", "std") for channel in "rgb"],
     row("--freeze ^conv", base="--pretrained {tmp}/vgg16_reduced", ssd=C),

@@ -34,8 +34,9 @@ def test_each_recipe_is_a_valid_train_command(name, synthetic_rec, tmp_path):
 
 
 def test_short_recipes_take_at_most_half_the_epochs_and_each_row_adds_one_change():
-    for name in ("step-short", "fast", "fast-ema"):
+    for name in ("step-short", "fast-preset-anchors", "fast", "fast-ema"):
         assert RECIPES[name].epochs * 2 <= RECIPES["step"].epochs
+    assert set(RECIPES["fast"].flags) - set(RECIPES["fast-preset-anchors"].flags) == {"--anchor-sizes", "auto"}
     assert set(RECIPES["fast-ema"].flags) - set(RECIPES["fast"].flags) == {"--ema", "0.998"}
 
 

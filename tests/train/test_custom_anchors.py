@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from helpers import history, load_script, pack_voc, tiny_synthetic, train_args
 
+from config.errors import UserError
 from config.run_config import load_run_config
-from evaluate.anchor_fit import ssd_anchors
+from evaluate.anchor_fit import fit_ssd_anchors, read_record_boxes, ssd_anchors
 
 SIZES = "[[.1,.15,.2],[.37,.447],[.54,.619],[.71,.79],[.88,.961]]"
 RATIOS = "[1,2,.5]"
@@ -85,25 +86,70 @@ def test_resume_keeps_the_saved_anchors(custom, synthetic_rec, tmp_path):
     assert os.path.isfile(prefix + "_toy_64-0002.params")
 
 
-@pytest.mark.slow
-def test_anchor_check_warns_on_small_objects_only(synthetic_rec, tmp_path, caplog):
-    """The preset toy anchors at 128 px (the quick start's shape): a set of 6-12% objects is warned about, a
-    set made as the quick start makes its data (20-60%) is not; both runs log one coverage line and keep the
-    report and the label figure."""
-    caplog.set_level(logging.INFO)
+@pytest.fixture(scope="module")
+def sized_recs(synthetic_rec, tmp_path_factory):
+    """``{'small': rec of 6-12% objects, 'quickstart': rec made as the quick start makes its data (20-60%)}``,
+    16 training images each (the validation set is ``synthetic_rec``'s)."""
+    tmp_path = tmp_path_factory.mktemp("sized")
     recs = {}
     for name, sizes in (("small", dict(min_size=.06, max_size=.12, max_objects=6)),
                         ("quickstart", dict(min_size=.2, max_size=.6, max_objects=4, truncation=.1))):
         synth = tiny_synthetic(tmp_path / name, num_train=16, num_val=0, seed=1, min_side=300, max_side=400, **sizes)
         train_rec = pack_voc(synth, tmp_path / f"{name}.lst", "train")
         recs[name] = type(synthetic_rec)(**{**vars(synthetic_rec), "train_rec": train_rec})
-    for name, rec in recs.items():
+    return recs
+
+
+def _coverage(caplog) -> list[float]:
+    """The share of each ``Anchor coverage: 91.6% of ...`` line logged."""
+    return [float(r.getMessage().split()[2].rstrip("%")) for r in caplog.records
+            if r.getMessage().startswith("Anchor coverage:")]
+
+
+@pytest.mark.slow
+def test_anchor_check_warns_on_small_objects_only(sized_recs, tmp_path, caplog):
+    """The preset toy anchors at 128 px (the quick start's shape): a set of 6-12% objects is warned about, a
+    set made as the quick start makes its data (20-60%) is not; both runs log one coverage line and keep the
+    report and the label figure."""
+    caplog.set_level(logging.INFO)
+    for name, rec in sized_recs.items():
         caplog.clear()
         train(rec, str(tmp_path / name), data_shape=128)
-        coverage = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Anchor coverage:")]
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "anchor" in r.getMessage()]
-        assert len(coverage) == 1
+        assert len(_coverage(caplog)) == 1
         assert bool(warned) == (name == "small")
         assert all("tools/fit_anchors.py --rec" in line for line in warned)
         assert os.path.isfile(str(tmp_path / f"{name}_toy_128-anchors.txt"))
         assert os.path.isfile(str(tmp_path / f"{name}_toy_128-labels.png"))
+
+
+@pytest.mark.slow
+def test_auto_anchors_are_fitted_where_the_preset_covers_too_few(sized_recs, tmp_path, caplog):
+    """--anchor-sizes auto: the small objects' run trains on tools/fit_anchors.py's proposal (more of them
+    covered, kept in the run config, the same on --resume auto); the quick start's set keeps the preset."""
+    caplog.set_level(logging.INFO)
+    coverage = {}
+    for name, rec in sized_recs.items():
+        caplog.clear()
+        train(rec, str(tmp_path / f"preset_{name}"), data_shape=128)
+        train(rec, str(tmp_path / name), data_shape=128, anchor_sizes="auto")
+        coverage[name] = _coverage(caplog)
+    boxes, _, difficult, _ = read_record_boxes(sized_recs["small"].train_rec)
+    fit = fit_ssd_anchors(boxes[~difficult], "toy", 128, data_shapes=())
+    assert fit.changed
+    assert load_run_config(str(tmp_path / "small_toy_128")).graph_overrides == fit.graph_overrides()
+    preset, fitted = coverage["small"]
+    assert fitted > preset and fitted == pytest.approx(100 * fit.after.share, abs=0.05)
+    assert load_run_config(str(tmp_path / "quickstart_toy_128")).graph_overrides is None
+    assert coverage["quickstart"][0] == coverage["quickstart"][1] >= 95
+    train(sized_recs["small"], str(tmp_path / "small"), data_shape=128, anchor_sizes="auto", resume="auto",
+          end_epoch=2)
+    assert os.path.isfile(str(tmp_path / "small_toy_128-0002.params"))
+    assert load_run_config(str(tmp_path / "small_toy_128")).graph_overrides == fit.graph_overrides()
+
+
+def test_auto_sizes_with_given_ratios_is_one_line(synthetic_rec, tmp_path):
+    with pytest.raises(UserError, match=r"^--anchor-sizes auto: fits the ratios as well; drop --anchor-ratios or "
+                                        r"give both lists$"):
+        train(synthetic_rec, str(tmp_path / "ssd"), anchor_sizes="auto", anchor_ratios=RATIOS)
+    assert not os.listdir(tmp_path)
