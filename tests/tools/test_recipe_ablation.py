@@ -34,10 +34,14 @@ def test_each_recipe_is_a_valid_train_command(name, synthetic_rec, tmp_path):
 
 
 def test_short_recipes_take_at_most_half_the_epochs_and_each_row_adds_one_change():
-    for name in ("step-short", "fast-preset-anchors", "fast", "fast-ema"):
+    names = list(RECIPES)
+    for name in names[1:]:
         assert RECIPES[name].epochs * 2 <= RECIPES["step"].epochs
-    assert set(RECIPES["fast"].flags) - set(RECIPES["fast-preset-anchors"].flags) == {"--anchor-sizes", "auto"}
-    assert set(RECIPES["fast-ema"].flags) - set(RECIPES["fast"].flags) == {"--ema", "0.998"}
+    added = {name: set(RECIPES[name].flags) - set(RECIPES[before].flags)
+             for before, name in zip(names[2:], names[3:])}
+    assert added == {"b8-cosine-wd": {"--wd", "0.001"}, "fast": {"--anchor-sizes", "auto"},
+                     "fast-ema": {"--ema", "0.998"}}
+    assert all(set(RECIPES[before].flags) <= set(RECIPES[name].flags) for before, name in zip(names[2:], names[3:]))
 
 
 def test_summary_is_mean_sample_sd_range_and_time_relative_to_the_step_recipe():
