@@ -58,7 +58,8 @@ RECIPES = {
     # and a weight average
     "fast-ema": dataclasses.replace(FAST, flags=(*FAST.flags, "--ema", "0.998")),
 }
-QUICKSTART_RECIPE = "step"
+# the recipe make quickstart trains with
+QUICKSTART_RECIPE = "fast"
 
 
 def data_commands(python: str, data_dir: str, set_flags: tuple[str, ...], num_train: int, num_val: int,
