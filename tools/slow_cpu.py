@@ -61,8 +61,9 @@ def start_busy_cores(nice: int) -> list[subprocess.Popen]:
     """One busy process pinned to each core this process may use, at ``nice``; returns once all are set."""
     code = ("import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); os.nice(int(sys.argv[2])); "
             "print('ready', flush=True)\nwhile True: pass")
-    busy = [subprocess.Popen([sys.executable, "-c", code, str(core), str(nice), HOG_MARK], stdout=subprocess.PIPE,
-                             text=True) for core in sorted(os.sched_getaffinity(0))]
+    # the mark and this process's id name the busy processes, also for a slow_cpu.py run inside another
+    busy = [subprocess.Popen([sys.executable, "-c", code, str(core), str(nice), HOG_MARK, str(os.getpid())],
+                             stdout=subprocess.PIPE, text=True) for core in sorted(os.sched_getaffinity(0))]
     for process in busy:
         process.stdout.readline()
     return busy

@@ -20,9 +20,8 @@ from symbol import symbol_factory
 from symbol.precision import BFLOAT16, FLOAT32_OPS, bfloat16_outputs, float32_graph, float32_node_names, to_bfloat16
 from symbol.rcnn_factory import get_rcnn_test, get_rcnn_train, make_config, rcnn_initializer
 
-MISSING = cpu.missing_bfloat16_flags()
-needs_bfloat16 = pytest.mark.skipif(
-    bool(MISSING), reason=f"needs {', '.join(MISSING)} (this CPU lacks {'it' if len(MISSING) == 1 else 'them'})")
+needs_bfloat16 = pytest.mark.skipif(not cpu.has_bfloat16(),
+                                    reason=f"needs native bfloat16: {cpu.bfloat16_unavailable()}")
 
 MULTIBOX_OPS = ("_contrib_MultiBoxPrior", "_contrib_MultiBoxTarget", "_contrib_MultiBoxDetection")
 TOY_SHAPE = 128

@@ -10,32 +10,41 @@ from helpers import ROOT, load_script
 
 slow_cpu = load_script("tools/slow_cpu")
 
-# run inside the command: the busy processes the tool started, their nice level and cores, and the cap
+# run inside the command: the busy processes the tool (its parent) started, their nice level and cores, and the cap
 PROBE = """
 import json, os
-busy = []
+mark, busy = [b'slow_cpu-' + b'busy-core', str(os.getppid()).encode()], []
 for pid in filter(str.isdigit, os.listdir('/proc')):
     try:
         with open(f'/proc/{pid}/cmdline', 'rb') as f:
-            if b'slow_cpu-' + b'busy-core' not in f.read():
-                continue
-        busy.append([os.getpriority(os.PRIO_PROCESS, int(pid)), sorted(os.sched_getaffinity(int(pid)))])
+            if f.read().split(bytes(1))[-3:-1] == mark:
+                busy.append([os.getpriority(os.PRIO_PROCESS, int(pid)), sorted(os.sched_getaffinity(int(pid)))])
     except (OSError, ProcessLookupError):
         pass
 print(json.dumps({'cap': os.environ.get('DNNL_MAX_CPU_ISA'), 'busy': sorted(busy)}))
 """
 
 
-def _busy_processes() -> list[int]:
+def _busy_processes(tool_pid: int) -> list[int]:
+    """The busy processes the tool with process id ``tool_pid`` started that still run."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if slow_cpu.HOG_MARK.encode() in f.read():
-                    found.append(int(pid))
+                argv = f.read().split(b"\0")
         except OSError:
-            pass
+            continue
+        if argv[-3:-1] == [slow_cpu.HOG_MARK.encode(), str(tool_pid).encode()]:
+            found.append(int(pid))
     return found
+
+
+def _run(argv: list[str], timeout: int = 120) -> tuple[subprocess.CompletedProcess, int]:
+    """tools/slow_cpu.py with ``argv`` from the repository root: (its result, its process id)."""
+    with subprocess.Popen([sys.executable, "tools/slow_cpu.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
 
 
 def test_share_of_a_nice_level_from_the_cfs_weights():
@@ -50,8 +59,7 @@ def test_share_of_a_nice_level_from_the_cfs_weights():
 def test_the_command_runs_capped_beside_one_busy_process_a_core(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
-    result = subprocess.run([sys.executable, "tools/slow_cpu.py", "--share", "0.6", "--", sys.executable, str(probe)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result, tool_pid = _run(["--share", "0.6", "--", sys.executable, str(probe)])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     seen = json.loads(lines[1])
@@ -59,15 +67,14 @@ def test_the_command_runs_capped_beside_one_busy_process_a_core(tmp_path):
     assert seen == {"cap": "AVX2", "busy": [[2, [core]] for core in cores]}
     assert lines[0].startswith("slow_cpu: ") and f"nice 2 (share {slow_cpu.share_of(2):.3f})" in lines[0]
     assert lines[2].startswith("slow_cpu: exit 0 after ")
-    assert _busy_processes() == []
+    assert _busy_processes(tool_pid) == []
 
 
 def test_the_exit_status_is_the_commands_and_the_busy_processes_end_with_it():
-    result = subprocess.run([sys.executable, "tools/slow_cpu.py", "--isa", "AVX512_CORE", "--", "sh", "-c",
-                             "echo $DNNL_MAX_CPU_ISA; exit 3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result, tool_pid = _run(["--isa", "AVX512_CORE", "--", "sh", "-c", "echo $DNNL_MAX_CPU_ISA; exit 3"])
     assert result.returncode == 3
     assert result.stdout.splitlines()[1] == "AVX512_CORE"
-    assert _busy_processes() == []
+    assert _busy_processes(tool_pid) == []
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -77,8 +84,7 @@ def test_the_exit_status_is_the_commands_and_the_busy_processes_end_with_it():
     (["--", "no-such-command-here"], "error: no-such-command-here: cannot run it (No such file or directory)"),
 ])
 def test_bad_input_is_one_line(argv, message):
-    result = subprocess.run([sys.executable, "tools/slow_cpu.py", *argv], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result, tool_pid = _run(argv)
     assert result.returncode == 2
     assert result.stderr.strip() == message
-    assert _busy_processes() == []
+    assert _busy_processes(tool_pid) == []
