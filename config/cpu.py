@@ -31,9 +31,11 @@ AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 # the last two oneDNN emulates bfloat16, slower than float32
 BFLOAT16_FLAGS = AVX512_CORE_FLAGS + ("avx512_vnni", "avx512_bf16")
 ISA_CAP_VARIABLE = "DNNL_MAX_CPU_ISA"
-# the DNNL_MAX_CPU_ISA values below oneDNN's avx512_core_bf16 level; any other value leaves it on
-ISA_CAPS_WITHOUT_BFLOAT16 = ("SSE41", "AVX", "AVX2", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE",
-                             "AVX512_CORE_VNNI")
+# oneDNN 2.4's DNNL_MAX_CPU_ISA values, lowest first
+ONEDNN_ISA_LEVELS = ("SSE41", "AVX", "AVX2", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE", "AVX512_CORE_VNNI",
+                     "AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL")
+# the caps below its native bfloat16 kernels; any other value leaves them on
+ISA_CAPS_WITHOUT_BFLOAT16 = ONEDNN_ISA_LEVELS[:ONEDNN_ISA_LEVELS.index("AVX512_CORE_BF16")]
 
 
 def _read_lines(path: str | None) -> list[str] | None:

@@ -21,12 +21,12 @@ import subprocess
 import sys
 import time
 
+from config.cpu import ONEDNN_ISA_LEVELS
 from config.errors import UserError, run_cli
 
 # the kernel's CFS weights of nice levels 0..19 (sched_prio_to_weight)
 NICE_WEIGHTS = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
 HOG_MARK = "slow_cpu-busy-core"
-ISA_LEVELS = ("SSE41", "AVX", "AVX2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "ALL")
 
 
 def share_of(nice: int) -> float:
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--share", type=float, default=0.55,
                    help="share of each core the command keeps, 0.5-0.98 (the slower CPU's speed / this one's)")
-    p.add_argument("--isa", default="AVX2", choices=ISA_LEVELS, help="oneDNN's instruction-set cap")
+    p.add_argument("--isa", default="AVX2", choices=ONEDNN_ISA_LEVELS, help="oneDNN's instruction-set cap")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     args = p.parse_args(argv)
     if args.command[:1] == ["--"]:
