@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr-scale-workers", action="store_true",
       help="dist_* kvstores: multiply --lr by the number of workers (the global batch is workers x --batch-size)")
     a("--cls-loss", choices=("softmax", "focal"), default=SSD.cls_loss, help="classification loss")
+    a("--label-smoothing", type=float, default=SSD.label_smoothing, metavar="ALPHA",
+      help="softmax loss: the target class's share is 1-ALPHA, the rest spread over the other classes (0: off)")
     a("--anchor-sizes", default=None, metavar="LISTS",
       help="SSD anchor sizes per feature layer as fractions of the input, e.g. '[[.1,.141],[.2,.272],...]'; "
            "'auto': where the preset covers under 95%% of the training objects, sizes and ratios fitted to them "
@@ -240,7 +242,8 @@ SSD_ONLY = {
     "freeze_pattern": "use --net-fixed-params", "monitor": "", "monitor_pattern": "",
     "mean_r": "use --img-pixel-means", "mean_g": "use --img-pixel-means", "mean_b": "use --img-pixel-means",
     "std_r": "use --img-pixel-stds", "std_g": "use --img-pixel-stds", "std_b": "use --img-pixel-stds",
-    "cls_loss": "", "augment": "(Faster R-CNN flips images)", "data_shape": "use --img-short-side/--img-long-side",
+    "cls_loss": "", "label_smoothing": "",
+    "augment": "(Faster R-CNN flips images)", "data_shape": "use --img-short-side/--img-long-side",
     "label_width": "", "nms_thresh": "use --rpn-nms-thresh", "nms_topk": "use --rpn-post-nms-topk",
     "force_nms": "", "train_list": "the labels come from the .rec", "val_list": "the labels come from the .rec",
     "finetune": "pass the checkpoint's .params file as --pretrained", "num_example": "it counts the images itself",
@@ -356,7 +359,8 @@ def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
         val_list=args.val_list, finetune=args.finetune, pretrained=args.pretrained,
         freeze_pattern=args.freeze_pattern, num_example=args.num_example, nms_thresh=args.nms_thresh,
         force_suppress=args.force_nms, nms_topk=args.nms_topk, iter_monitor=args.monitor,
-        monitor_pattern=args.monitor_pattern, cls_loss=args.cls_loss, augment=args.augment,
+        monitor_pattern=args.monitor_pattern, cls_loss=args.cls_loss, label_smoothing=args.label_smoothing,
+        augment=args.augment,
         graph_overrides=anchor_overrides(args, prefix), prefix=prefix,
         **common_loop_settings(args, val_path, class_names),
     )
@@ -365,8 +369,9 @@ def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
 def anchor_overrides(args: argparse.Namespace, prefix: str) -> dict | None:
     """The graph overrides of ``--anchor-sizes/--anchor-ratios``; a resumed or finetuned run keeps those of its
     saved run config for what is not given (so that ``--resume auto`` needs no other flag). None: the preset."""
+    # mxnet loads late: --help stays fast
     from config.run_config import load_run_config
-    from evaluate.anchor_fit import check_anchor_lists, parse_anchor_list  # mxnet loads late: --help stays fast
+    from evaluate.anchor_fit import check_anchor_lists, fitted_ssd_overrides, parse_anchor_list
 
     overrides = {}
     if str(args.resume).strip() not in ("-1", "0", "") or args.finetune > 0:
@@ -377,7 +382,7 @@ def anchor_overrides(args: argparse.Namespace, prefix: str) -> dict | None:
             raise UserError("--anchor-sizes auto: fits the ratios as well; drop --anchor-ratios or give both lists")
         overrides.pop("sizes", None)
         overrides.pop("ratios", None)
-        overrides.update(fitted_anchor_overrides(args.train_path, args.network, args.data_shape))
+        overrides.update(fitted_ssd_overrides(args.train_path, args.network, args.data_shape))
         return overrides or None
     for key in ("sizes", "ratios"):
         text = getattr(args, f"anchor_{key}")
@@ -386,17 +391,6 @@ def anchor_overrides(args: argparse.Namespace, prefix: str) -> dict | None:
     if "sizes" in overrides or "ratios" in overrides:
         check_anchor_lists(args.network, args.data_shape, overrides.get("sizes"), overrides.get("ratios"))
     return overrides or None
-
-
-def fitted_anchor_overrides(train_path: str, network: str, data_shape: int) -> dict:
-    """``--anchor-sizes auto``: the sizes and ratios ``tools/fit_anchors.py`` proposes for the non-difficult
-    objects of ``train_path`` at ``data_shape``, where the preset covers under its target; else none (the
-    preset). The fit is seeded, so a resumed run and every worker of a distributed job get the same anchors."""
-    from evaluate.anchor_fit import fit_ssd_anchors, read_record_boxes
-
-    boxes, _, difficult, _ = read_record_boxes(train_path)
-    fit = fit_ssd_anchors(boxes[~difficult], network, data_shape, data_shapes=(), rec=train_path)
-    return fit.graph_overrides() if fit.changed else {}
 
 
 def check_values(args: argparse.Namespace) -> None:
@@ -408,6 +402,7 @@ def check_values(args: argparse.Namespace) -> None:
     require_number("--warmup-epochs", args.warmup_epochs, 0)
     require_number("--lr-floor", args.lr_floor, 0)
     require_number("--ema", args.ema, 0, below=1)
+    require_number("--label-smoothing", args.label_smoothing, 0, below=1)
     require_number("--val-interval", args.val_interval, 1)
     if args.lr_schedule == "cosine":
         given = [args.spelled.get(dest, "--" + dest.replace("_", "-")) for dest in ("lr_steps", "lr_factor")

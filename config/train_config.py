@@ -89,7 +89,8 @@ class SSDConfig(TrainConfig):
     network's preset) holds ``get_symbol`` keywords that replace the preset's
     (``sizes``, ``ratios``, ``steps``, ``anchor_clip``, ``clip_detections``):
     tools/convert_weights.py writes them so that a converted model keeps its own
-    toolkit's anchors and box decoding.
+    toolkit's anchors and box decoding. ``label_smoothing`` > 0 smooths the softmax loss's
+    targets (:func:`symbol.losses.softmax_cross_entropy_output`).
     """
 
     batch_size: int = 32
@@ -108,6 +109,7 @@ class SSDConfig(TrainConfig):
     iter_monitor: int = 0
     monitor_pattern: str = ".*"
     cls_loss: str = "softmax"
+    label_smoothing: float = 0.0
     augment: str = "ssd"
     graph_overrides: dict[str, Any] | None = None
     # True for a saved inference graph (tools/quantize.py's INT8 model): evaluate.py and demo.py load

@@ -35,6 +35,7 @@ import io
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -77,12 +78,27 @@ def read_record_boxes(rec_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     bool (False where the label has no difficult column) and ``image`` the record's position in the
     file (int). Callers leave difficult objects out of coverage, as the training graphs do. Errors
     as :func:`read_record_objects`.
+
+    The arrays are read-only: a start-up that fits anchors and then checks their coverage reads the
+    file once (the last two files read are kept, keyed by path, size and modification time).
     """
+    try:
+        stat = os.stat(rec_path)
+    except OSError:
+        return _read_record_boxes(rec_path, -1, -1)  # read_record_objects names the file in its error
+    return _read_record_boxes(os.path.realpath(rec_path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_record_boxes(rec_path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, ...]:
     rows = read_record_objects(rec_path)
     objects = np.concatenate(rows) if rows else np.zeros((0, 6))
     image = np.concatenate([np.full(len(r), number, dtype=np.int64) for number, r in enumerate(rows)] or
                            [np.zeros(0, dtype=np.int64)])
-    return objects[:, 1:5].copy(), objects[:, 0].astype(np.int64), objects[:, 5] > 0, image
+    arrays = objects[:, 1:5].copy(), objects[:, 0].astype(np.int64), objects[:, 5] > 0, image
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
 
 
 def read_record_image_sizes(rec_path: str) -> np.ndarray:
@@ -938,6 +954,16 @@ def check_ssd_anchors(rec_path: str, network: str, data_shape: int, sizes: Seque
     boxes, _, difficult, _ = read_record_boxes(rec_path)
     report = ssd_coverage_report(boxes[~difficult], network, data_shape, sizes, ratios, steps, rec=rec_path)
     return report, warnings(report)
+
+
+def fitted_ssd_overrides(rec_path: str, network: str, data_shape: int) -> dict:
+    """``train.py --anchor-sizes auto``: the ``sizes`` and ``ratios`` :func:`fit_ssd_anchors` proposes for
+    the non-difficult objects of ``rec_path`` at ``data_shape`` (as ``tools/fit_anchors.py`` prints them),
+    where the preset covers under its target; else ``{}`` (the preset). The fit is seeded, so a resumed
+    run and every worker of a distributed job get the same anchors."""
+    boxes, _, difficult, _ = read_record_boxes(rec_path)
+    fit = fit_ssd_anchors(boxes[~difficult], network, data_shape, data_shapes=(), rec=rec_path)
+    return fit.graph_overrides() if fit.changed else {}
 
 
 def check_rcnn_anchors(rec_path: str, cfg, feat_shape: Callable[[int, int], tuple[int, int]] | None = None,

@@ -1,6 +1,7 @@
-"""Classification losses for the SSD training graph that are not a single mxnet operator.
+"""Classification losses for the SSD training graph.
 
-``softmax_focal_output`` is the softmax focal loss of the gluon SSD tutorial
+``softmax_cross_entropy_output`` is the original's head (``SoftmaxOutput`` on the mined
+anchors), with optional label smoothing. ``softmax_focal_output`` is the softmax focal loss of the gluon SSD tutorial
 (``-alpha * (1 - p_t)**gamma * log(p_t)``, alpha 0.25, gamma 2; Lin et al. 2017), written
 with symbolic operators so that it runs inside a ``Module`` on CPU and GPU alike.
 """
@@ -11,6 +12,31 @@ import numpy as np
 
 # p_t is clipped from below so that log(p_t) and its gradient stay finite.
 MIN_PROBABILITY = 1e-12
+
+
+def softmax_cross_entropy_output(cls_preds: mx.sym.Symbol, cls_target: mx.sym.Symbol, label_smoothing: float = 0.0,
+                                 name: str = "cls_prob") -> mx.sym.Symbol:
+    """The original's classifier head: softmax cross-entropy over the class axis.
+
+    ``cls_preds`` ``[B, C+1, N]`` and ``cls_target`` ``[B, N]`` as :func:`softmax_focal_output`.
+    Returns ``softmax(cls_preds, axis=1)`` ``[B, C+1, N]``; the gradient with respect to ``cls_preds``
+    is ``(p - t) / V`` on the V anchors with target >= 0 (the positives and the mined negatives), 0
+    on the others. ``t`` is one-hot, or with ``label_smoothing`` a > 0 (mxnet's ``smooth_alpha``)
+    ``1 - a`` on the target class and ``a / C`` on each of the other C classes: the classifier stops
+    pushing its scores apart once the target class holds ``1 - a``. At 0 the node is the original's
+    exactly.
+    """
+    if not label_smoothing:
+        return mx.sym.SoftmaxOutput(data=cls_preds, label=cls_target, ignore_label=-1, use_ignore=True,
+                                    grad_scale=1., multi_output=True, normalization="valid", name=name)
+    # mxnet 1.9's SoftmaxOutput ignores smooth_alpha with multi_output: one row per anchor instead
+    by_anchor = mx.sym.transpose(cls_preds, axes=(0, 2, 1))  # [B, N, C+1]
+    rows = by_anchor.reshape((-3, -2))  # [B*N, C+1]
+    prob = mx.sym.SoftmaxOutput(data=rows, label=cls_target.reshape((-1,)), ignore_label=-1, use_ignore=True,
+                                grad_scale=1., normalization="valid", smooth_alpha=label_smoothing,
+                                name=f"{name}_smoothed")
+    # back to [B, C+1, N], the shape the metrics and MultiBoxDetection read
+    return mx.sym.transpose(mx.sym.reshape_like(prob, by_anchor), axes=(0, 2, 1), name=name)
 
 
 def softmax_focal_output(cls_preds: mx.sym.Symbol, cls_target: mx.sym.Symbol, num_classes: int,

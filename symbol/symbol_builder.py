@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import mxnet as mx
 
 from config.errors import UserError
-from symbol.losses import softmax_focal_output
+from symbol.losses import softmax_cross_entropy_output, softmax_focal_output
 from symbol.registry import get_base_network
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
 
@@ -97,8 +97,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
                      strides: Sequence[int], pads: Sequence[int], sizes: Sequence, ratios: Sequence,
                      normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (),
                      min_filter: int = 128, nms_thresh: float = 0.5, force_suppress: bool = False,
-                     nms_topk: int = 400, cls_loss: str = "softmax", anchor_clip: bool = False,
-                     clip_detections: bool = True, **kwargs) -> mx.sym.Symbol:
+                     nms_topk: int = 400, cls_loss: str = "softmax", label_smoothing: float = 0.0,
+                     anchor_clip: bool = False, clip_detections: bool = True, **kwargs) -> mx.sym.Symbol:
     """SSD training graph, inputs ``data`` ``[B, 3, H, W]`` and ``label`` ``[B, M, >=5]``.
 
     ``label`` rows are ``(cls, xmin, ymin, xmax, ymax, ...)`` normalised to [0, 1], padded with
@@ -121,6 +121,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     ``cls_loss`` selects the classifier loss: ``'softmax'`` (the original: cross-entropy on the
     positives and 3:1 hard-mined negatives) or ``'focal'`` (:func:`symbol.losses.softmax_focal_output`
     on every anchor, without negative mining). Both give the same ``cls_prob`` output.
+    ``label_smoothing`` (softmax only) smooths the cross-entropy's targets
+    (:func:`symbol.losses.softmax_cross_entropy_output`); 0, the default, is the original's loss.
 
     ``anchor_clip`` clamps the anchors' centre form ``(cx, cy, w, h)`` to [0, 1], as ssd.pytorch's
     ``PriorBox(clip=True)`` does (:func:`symbol.ssd_heads.clamp_anchor_centre_form`); False (the default)
@@ -137,6 +139,10 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     """
     if cls_loss not in CLS_LOSSES:
         raise UserError(f"--cls-loss: unknown loss {cls_loss!r}; choose one of {', '.join(CLS_LOSSES)}")
+    if not 0 <= label_smoothing < 1:
+        raise UserError(f"--label-smoothing: {label_smoothing} is outside [0, 1)")
+    if label_smoothing and cls_loss != "softmax":
+        raise UserError(f"--label-smoothing: smooths the softmax cross-entropy; --cls-loss {cls_loss} has none")
     label = mx.sym.Variable("label")
     loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
                                                 sizes, ratios, normalizations, steps, min_filter, kwargs,
@@ -148,9 +154,7 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
         negative_mining_ratio=negative_mining_ratio, minimum_negative_samples=0,
         negative_mining_thresh=.5, variances=VARIANCES, name="multibox_target")
     if cls_loss == "softmax":
-        cls_prob = mx.sym.SoftmaxOutput(data=cls_preds, label=cls_target, ignore_label=-1, use_ignore=True,
-                                        grad_scale=1., multi_output=True, normalization="valid",
-                                        name="cls_prob")
+        cls_prob = softmax_cross_entropy_output(cls_preds, cls_target, label_smoothing, name="cls_prob")
     else:
         cls_prob = softmax_focal_output(cls_preds, cls_target, num_classes, name="cls_prob")
     loc_loss_ = mx.sym.smooth_l1(data=loc_target_mask * (loc_preds - loc_target), scalar=1.0, name="loc_loss_")
@@ -173,10 +177,11 @@ def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_f
     ``cls = -1`` marks rows removed by the score threshold or NMS. Parameters as
     :func:`get_symbol_train` (without ``label`` and losses); the class scores ``[B, C+1, N]`` go
     through ``softmax(axis=1)`` named ``cls_prob``, the op of the original (the same values as the
-    deprecated ``SoftmaxActivation(mode='channel')``). A ``cls_loss`` keyword (accepted so that one
-    config serves both graphs) has no effect here.
+    deprecated ``SoftmaxActivation(mode='channel')``). ``cls_loss`` and ``label_smoothing`` keywords (accepted
+    so that one config serves both graphs) have no effect here.
     """
     kwargs.pop("cls_loss", None)
+    kwargs.pop("label_smoothing", None)
     loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
                                                 sizes, ratios, normalizations, steps, min_filter, kwargs,
                                                 anchor_clip)

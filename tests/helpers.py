@@ -305,6 +305,7 @@ def checkpoint_weights(prefix: str, epoch: int, auxs: bool = False) -> dict[str,
 QUICK_CLASSES = 3
 QUICK_SHAPE = 128
 QUICK_EPOCHS = 6
+QUICK_BATCH = 16
 NUM_VAL = 50
 
 
@@ -320,10 +321,13 @@ def _mark_done(folder: str) -> None:
 def quickstart_like(base: str) -> types.SimpleNamespace:
     """The quick start's recipe, shrunk: 3-class synthetic shapes (20-60% of the side, at most 4 per
     image), 200 training and 50 validation images of 128-192 px, the toy SSD at 128 trained from
-    scratch for 6 epochs (mirror only, lr 0.05 after a 1-epoch warm-up, batch 16, seed 7).
+    scratch for 6 epochs (mirror only, lr 0.05 after a 1-epoch warm-up, 0.005 for the last epoch,
+    batch 16, seed 7), validated (VOC07) after every epoch: 50 images at batch 16 leave a last batch
+    of 2 images and 14 repeats. Every epoch's checkpoint is kept.
 
-    Returns ``checkpoint`` (full prefix, with its run config), ``epoch``, ``val_rec``, ``train_rec``,
-    ``val_images`` (the 50 validation JPEGs, annotation order), ``names_file``.
+    Returns ``checkpoint`` (full prefix, with its run config and ``-metrics.csv``), ``epoch``,
+    ``val_rec``, ``train_rec``, ``val_images`` (the 50 validation JPEGs, annotation order),
+    ``names_file``, ``classes``, ``batch_size``.
     """
     folder = os.path.join(base, "quickstart_like")
     checkpoint = os.path.join(folder, f"ssd_toy_{QUICK_SHAPE}")
@@ -336,14 +340,18 @@ def quickstart_like(base: str) -> types.SimpleNamespace:
             pack_voc(synth, os.path.join(folder, f"{split}.lst"), split, shuffle=split == "train")
         train_toy(None, checkpoint, QUICK_EPOCHS, train_path=os.path.join(folder, "train.rec"),
                   num_classes=QUICK_CLASSES, class_names=list(synth.classes), label_width=2 + 6 * 4,
-                  batch_size=16, data_shape=QUICK_SHAPE, frequent=1000, lr=0.05, lr_steps="5", num_example=200,
-                  seed=7, augment="flip", warmup_epochs=1)
+                  batch_size=QUICK_BATCH, data_shape=QUICK_SHAPE, frequent=1000, lr=0.05, lr_steps="5",
+                  num_example=200, seed=7, augment="flip", warmup_epochs=1, val_path=os.path.join(folder, "val.rec"),
+                  voc07_metric=True, keep=0)
         _mark_done(folder)
+    names_file = os.path.join(folder, "data", "synth.names")
+    with open(names_file) as f:
+        classes = [line.strip() for line in f if line.strip()]
     return types.SimpleNamespace(
         checkpoint=checkpoint, epoch=QUICK_EPOCHS, val_rec=os.path.join(folder, "val.rec"),
         train_rec=os.path.join(folder, "train.rec"),
         val_images=image_paths(os.path.join(folder, "val.lst"), os.path.join(folder, "data", "VOCdevkit")),
-        names_file=os.path.join(folder, "data", "synth.names"))
+        names_file=names_file, classes=classes, batch_size=QUICK_BATCH)
 
 
 def ssd300_random(base: str, num_classes: int = 20) -> types.SimpleNamespace:

@@ -82,6 +82,7 @@ class SSDFamily(Family):
         symbol = get_symbol_train(config.network, config.data_shape, num_classes=config.num_classes,
                                   nms_thresh=config.nms_thresh, force_suppress=config.force_suppress,
                                   nms_topk=config.nms_topk, cls_loss=config.cls_loss,
+                                  label_smoothing=config.label_smoothing,
                                   **(config.graph_overrides or {}))
         # the label's shape does not change any parameter's; this one is what the padding gives
         label_shape = (config.batch_size, max(1, (self.label_pad_width - 2) // 6), 6)

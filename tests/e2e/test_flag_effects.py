@@ -4,9 +4,9 @@ tests/e2e/test_flags.py checks the configuration each flag gives; here the run i
 Each run calls train.py's ``main`` in this process (the ``--num-example`` error runs train.py as a user
 would, in a subprocess) and watches it at the library's own boundaries: the batches ``DetRecordIter``
 yields (``--train-list``, ``--val-list``), the detections the validation metric receives, the graph and
-run config the run saves (``--nms``, ``--nms-topk``, ``--force``), the log (``--monitor``, ``--pattern``),
-the kvstore the module pushes its gradients through (``--kv-store device``) and the learning rate the
-optimizer used (``--lr-scale-workers``).
+run config the run saves (``--nms``, ``--nms-topk``, ``--force``), the training loss (``--label-smoothing``),
+the log (``--monitor``, ``--pattern``), the kvstore the module pushes its gradients through (``--kv-store
+device``) and the learning rate the optimizer used (``--lr-scale-workers``).
 """
 from __future__ import annotations
 
@@ -206,6 +206,23 @@ def test_force_suppresses_overlaps_across_classes(validation_runs):
     assert forced.run_config["force_suppress"] is True
     assert max(overlaps(forced.detections, same_class=False)) <= 0.45 + 1e-4
     assert max(overlaps(default.detections, same_class=False)) > 0.45
+
+
+def test_label_smoothing_reaches_the_training_loss(validation_runs, monkeypatch):
+    """--label-smoothing 0.3: the training graph's softmax carries it (the saved inference graph has no loss),
+    the run config holds it, and the same seed and data train other weights: other validation scores."""
+    import symbol.symbol_builder as builder
+
+    built = []
+    loss_head = builder.softmax_cross_entropy_output
+    monkeypatch.setattr(builder, "softmax_cross_entropy_output",
+                        lambda *args, **kwargs: built.append(loss_head(*args, **kwargs)) or built[-1])
+    smoothed = validation_runs("--label-smoothing", "0.3")
+    assert [float(attrs["smooth_alpha"]) for head in built for attrs in head.attr_dict().values()
+            if "smooth_alpha" in attrs] == [0.3]
+    default = validation_runs()
+    assert smoothed.run_config["label_smoothing"] == 0.3 and default.run_config["label_smoothing"] == 0
+    assert not np.allclose(smoothed.detections[..., 1], default.detections[..., 1], atol=1e-3)
 
 
 # --- --monitor, --pattern -------------------------------------------------------------------------

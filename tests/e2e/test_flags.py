@@ -188,6 +188,8 @@ TRAIN_FLAGS = [
     row("--lr-scale-workers", both=E),
     row("--lr-scale-workers", base="--kv-store dist_sync", both=C),
     row("--cls-loss focal", ssd=C, rcnn=E),
+    row("--label-smoothing 0.1", ssd=C, rcnn=E),
+    row("--label-smoothing 1", ssd=E),
     row("--augment flip", ssd=C, rcnn=E),
     row("--seed 1", both=C),
     row("--keep 2", both=C),

@@ -212,6 +212,21 @@ def test_read_record_boxes_match_the_generator(small_objects_rec):
     assert np.median(side[~difficult]) < .15
 
 
+def test_read_record_boxes_rereads_a_rewritten_file_and_shares_read_only_arrays(small_objects_rec, tmp_path):
+    import shutil
+
+    copy = shutil.copy(small_objects_rec, tmp_path / "train.rec")
+    first = af.read_record_boxes(copy)
+    assert af.read_record_boxes(copy)[0] is first[0]  # the same file: not read again
+    with pytest.raises(ValueError, match="read-only"):
+        first[0][0, 0] = 1.0
+    image = np.zeros((32, 32, 3), np.uint8)
+    write_rec(str(tmp_path / "train"), [(image, np.array([[1, 0.1, 0.2, 0.3, 0.4, 0]]))])
+    boxes, classes, _, _ = af.read_record_boxes(copy)
+    np.testing.assert_allclose(boxes, [[0.1, 0.2, 0.3, 0.4]])
+    assert classes.tolist() == [1]
+
+
 def test_fit_raises_small_object_coverage_with_a_larger_data_shape(small_objects_rec):
     from symbol.symbol_factory import get_symbol_train
 

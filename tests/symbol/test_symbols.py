@@ -7,7 +7,7 @@ import pytest
 
 from config.errors import UserError
 from symbol import ssd_presets
-from symbol.losses import focal_loss_value, softmax_focal_output
+from symbol.losses import focal_loss_value, softmax_cross_entropy_output, softmax_focal_output
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
 from symbol.ssd_presets import get_scales
 from symbol.symbol_factory import DEFAULT_DATA_SHAPES, NETWORKS, get_symbol, get_symbol_train
@@ -290,6 +290,59 @@ def test_focal_output_is_softmax_with_the_focal_gradient():
     picked = [p[b, int(t), n] for b in range(2) for n, t in enumerate(target[b]) if t >= 0]
     expected = sum(-.25 * (1 - q) ** 2 * np.log(q) for q in picked) / 4
     assert focal_loss_value(prob, target) == pytest.approx(expected)
+
+
+def _cross_entropy_gradient(scores: np.ndarray, target: np.ndarray, label_smoothing: float) -> np.ndarray:
+    cls_preds, cls_target = mx.sym.Variable("cls_preds"), mx.sym.Variable("cls_target")
+    sym = softmax_cross_entropy_output(cls_preds, cls_target, label_smoothing)
+    grad = mx.nd.zeros(scores.shape)
+    executor = sym.bind(mx.cpu(), {"cls_preds": mx.nd.array(scores), "cls_target": mx.nd.array(target)},
+                        args_grad={"cls_preds": grad}, grad_req={"cls_preds": "write", "cls_target": "null"})
+    executor.forward(is_train=True)
+    executor.backward()
+    return grad.asnumpy()
+
+
+def test_label_smoothing_gradient_by_hand():
+    """Background + 2 classes, 4 anchors, one ignored: 3 valid. At equal scores p = 1/3 everywhere; with
+    alpha 0.3 the target is 0.7 on the anchor's class and 0.15 on each other, so the background anchor's
+    gradient is (1/3 - (0.7, 0.15, 0.15)) / 3 = (-0.12222, 0.06111, 0.06111)."""
+    target = np.array([[0, 2, -1, 1]], np.float32)
+    grad = _cross_entropy_gradient(np.zeros((1, 3, 4)), target, 0.3)
+    np.testing.assert_allclose(grad[0, :, 0], [-0.122222, 0.061111, 0.061111], atol=1e-6)
+    np.testing.assert_allclose(grad[0, :, 1], [0.061111, 0.061111, -0.122222], atol=1e-6)
+    assert np.abs(grad[0, :, 2]).max() == 0  # ignored
+    # any scores: (p - t) / 3, t one-hot without smoothing
+    scores = np.random.default_rng(0).normal(size=(1, 3, 4))
+    p = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    for alpha in (0.0, 0.1):
+        t = np.full((3, 4), alpha / 2)
+        t[target[0].clip(0).astype(int), np.arange(4)] = 1 - alpha
+        expected = (p[0] - t) / 3
+        expected[:, 2] = 0
+        np.testing.assert_allclose(_cross_entropy_gradient(scores, target, alpha)[0], expected, atol=1e-6)
+
+
+def test_label_smoothing_in_the_training_graph_only_when_asked():
+    def smoothing(**kwargs):
+        nodes = json.loads(get_symbol_train("toy", 128, num_classes=2, **kwargs).tojson())["nodes"]
+        return [float(node["attrs"]["smooth_alpha"]) for node in nodes if "smooth_alpha" in node.get("attrs", {})]
+
+    assert smoothing() == [] and smoothing(label_smoothing=0.1) == [0.1]
+    # without smoothing the head is the original's single node; with it the same outputs
+    default = get_symbol_train("toy", 128, num_classes=2)
+    assert default.list_outputs()[0] == "cls_prob_output"
+    assert get_symbol_train("toy", 128, num_classes=2, label_smoothing=0.1).list_outputs() == default.list_outputs()
+    assert json.loads(default.get_internals()["cls_prob_output"].tojson())["nodes"][-1]["op"] == "SoftmaxOutput"
+    test_graphs = []
+    for kwargs in ({}, {"label_smoothing": 0.1}):
+        with mx.name.NameManager():  # the same automatic node names for both
+            test_graphs.append(get_symbol("toy", 128, num_classes=2, **kwargs).tojson())
+    assert test_graphs[0] == test_graphs[1]
+    with pytest.raises(UserError, match=r"^--label-smoothing: smooths the softmax cross-entropy; --cls-loss focal"):
+        get_symbol_train("toy", 128, num_classes=2, cls_loss="focal", label_smoothing=0.1)
+    with pytest.raises(UserError, match=r"^--label-smoothing: 1.0 is outside \[0, 1\)$"):
+        get_symbol_train("toy", 128, num_classes=2, label_smoothing=1.0)
 
 
 def test_focal_changes_the_class_gradient_only():

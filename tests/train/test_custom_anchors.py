@@ -14,6 +14,7 @@ from helpers import history, load_script, pack_voc, tiny_synthetic, train_args
 
 from config.errors import UserError
 from config.run_config import load_run_config
+from evaluate import anchor_fit
 from evaluate.anchor_fit import fit_ssd_anchors, read_record_boxes, ssd_anchors
 
 SIZES = "[[.1,.15,.2],[.37,.447],[.54,.619],[.71,.79],[.88,.961]]"
@@ -124,16 +125,22 @@ def test_anchor_check_warns_on_small_objects_only(sized_recs, tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_auto_anchors_are_fitted_where_the_preset_covers_too_few(sized_recs, tmp_path, caplog):
+def test_auto_anchors_are_fitted_where_the_preset_covers_too_few(sized_recs, tmp_path, caplog, monkeypatch):
     """--anchor-sizes auto: the small objects' run trains on tools/fit_anchors.py's proposal (more of them
     covered, kept in the run config, the same on --resume auto); the quick start's set keeps the preset."""
     caplog.set_level(logging.INFO)
     coverage = {}
+    anchor_fit._read_record_boxes.cache_clear()
+    reads = []
+    read = anchor_fit.read_record_objects
+    monkeypatch.setattr(anchor_fit, "read_record_objects", lambda path: reads.append(path) or read(path))
     for name, rec in sized_recs.items():
         caplog.clear()
         train(rec, str(tmp_path / f"preset_{name}"), data_shape=128)
         train(rec, str(tmp_path / name), data_shape=128, anchor_sizes="auto")
         coverage[name] = _coverage(caplog)
+        # the preset run's coverage check, the fit and the fitted run's check: one read of the file
+        assert reads.count(os.path.realpath(rec.train_rec)) == 1
     boxes, _, difficult, _ = read_record_boxes(sized_recs["small"].train_rec)
     fit = fit_ssd_anchors(boxes[~difficult], "toy", 128, data_shapes=())
     assert fit.changed

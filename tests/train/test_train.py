@@ -17,8 +17,8 @@ from helpers import (
     checkpoint_weights,
     expected_labels,
     history,
-    learnable_rec,
     load_script,
+    quickstart_like,
     script_command,
     tiny_synthetic,
     train_args,
@@ -26,7 +26,7 @@ from helpers import (
     write_rec,
 )
 
-from config.augmentation import TRAIN_AUGMENTATIONS, VALIDATION
+from config.augmentation import VALIDATION
 from config.errors import UserError
 from dataset.iterator import DetRecordIter
 from evaluate import checkpoint
@@ -49,65 +49,45 @@ def max_param_difference(a, b):
     return max(float(np.abs(a[k] - b[k]).max()) for k in a if "moving_" not in k)
 
 
-# learned_toy's run: the toy SSD at 128 on learn_rec at batch 8 (16 steps an epoch)
-LEARN_EPOCHS, LEARN_BATCH = 8, 8
-
-
 @pytest.fixture(scope="module")
-def learn_rec(tmp_path_factory):
-    """2 classes, 128 train / 30 val images with 1-3 large objects: enough to learn in seconds.
-
-    30 validation images at batch 8 leave a padded last batch (2 repeats).
-    """
-    return learnable_rec(tmp_path_factory.mktemp("learn"), num_val=30, seed=3)
-
-
-@pytest.fixture(scope="module")
-def learned_toy(learn_rec, tmp_path_factory):
-    """The toy SSD at 128 trained ``LEARN_EPOCHS`` (8) epochs on ``learn_rec`` at batch 8, validated after each:
-    ``(prefix, train_ssd's result)``. Learning rate 0.02 after a one-epoch warm-up, 0.002 for the last epoch."""
-    saved = TRAIN_AUGMENTATIONS["ssd"]
-    TRAIN_AUGMENTATIONS["ssd"] = dict(VALIDATION)  # no augmentation (module scope)
-    try:
-        prefix = str(tmp_path_factory.mktemp("learned") / "ssd_toy_128")
-        result = train_toy(learn_rec, prefix, LEARN_EPOCHS, data_shape=128, batch_size=LEARN_BATCH, lr=0.02,
-                           warmup_epochs=1, lr_steps=str(LEARN_EPOCHS - 1), num_example=128, voc07_metric=True,
-                           val_path=learn_rec.val_rec, seed=1, keep=0)
-    finally:
-        TRAIN_AUGMENTATIONS["ssd"] = saved
-    return prefix, result
+def learned_toy(tmp_path_factory) -> types.SimpleNamespace:
+    """The toy SSD at 128 trained by :func:`helpers.quickstart_like` (6 epochs, validated after each),
+    shared with the deployment tests."""
+    return quickstart_like(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.mark.slow
-def test_toy_ssd_learns(learn_rec, learned_toy):
-    """The loss falls and the best mAP beats chance (measured on EPYC-AVX512 with training seeds 1-4: loss
-    ratio 0.34-0.37, best mAP 0.22-0.26, epoch 1's 0.03-0.05)."""
-    prefix, result = learned_toy
+def test_toy_ssd_learns(learned_toy):
+    """The loss falls and the best mAP beats chance (measured 2026-12-05 on EPYC-AVX512: loss ratio 0.36,
+    mAP 0.009 after the warm-up epoch, best 0.138; under DNNL_MAX_CPU_ISA=AVX2: 0.36, 0.010, best 0.134)."""
+    prefix, epochs = learned_toy.checkpoint, learned_toy.epoch
     rows = history(prefix)
-    assert [int(r["epoch"]) for r in rows] == list(range(1, LEARN_EPOCHS + 1))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     first_loss, last_loss = float(rows[0]["train_CrossEntropy"]), float(rows[-1]["train_CrossEntropy"])
     assert last_loss < 0.5 * first_loss
-    chance = float(rows[0]["val_mAP"])  # after one epoch the detector is close to random
+    chance = float(rows[0]["val_mAP"])  # after the warm-up epoch the detector is close to random
     assert chance < 0.1
-    assert result["best_map"] > 0.15 and result["best_map"] > 3 * chance
+    best = checkpoint.best_score(prefix)
+    assert best > 0.08 and best > 5 * chance
+    assert best == pytest.approx(max(float(r["val_mAP"]) for r in rows), abs=1e-6)
     assert os.path.isfile(prefix + "-curves.png")
-    assert checkpoint.best_score(prefix) == pytest.approx(result["best_map"], abs=1e-6)
     assert os.path.isfile(checkpoint.params_path(prefix + "-best", 0))
 
-    # validation counted each of the 30 images once (the last batch of 8 holds 2 repeats): the
+    # validation counted each of the 50 images once (the last batch of 16 holds 14 repeats): the
     # mAP logged for the last epoch is evaluate.py's on that checkpoint, at another batch size too
     from evaluate.evaluate_net import evaluate_net
 
     logged = float(rows[-1]["val_mAP"])
-    scored = evaluate_net("toy", learn_rec.val_rec, 2, [123, 117, 104], 128, prefix, LEARN_EPOCHS, batch_size=7,
-                          class_names=learn_rec.classes, voc07_metric=True, label_pad_width=350)
-    assert scored["images"] == 30 and scored["mAP"] == pytest.approx(logged, abs=1e-6)
+    scored = evaluate_net("toy", learned_toy.val_rec, len(learned_toy.classes), [123, 117, 104], 128, prefix, epochs,
+                          batch_size=7, class_names=learned_toy.classes, voc07_metric=True, label_pad_width=350)
+    assert scored["images"] == 50 and scored["mAP"] == pytest.approx(logged, abs=1e-6)
     # mxnet's own Module.score counts the repeats: the test would see the old behaviour
     module = mx.mod.Module(mx.sym.load(prefix + "-symbol.json"), label_names=("label",))
-    val_iter = DetRecordIter(learn_rec.val_rec, LEARN_BATCH, (3, 128, 128), label_pad_width=350, **VALIDATION)
+    val_iter = DetRecordIter(learned_toy.val_rec, learned_toy.batch_size, (3, 128, 128), label_pad_width=350,
+                             **VALIDATION)
     module.bind(val_iter.provide_data, val_iter.provide_label, for_training=False)
-    module.set_params(*checkpoint.load_checkpoint(prefix, LEARN_EPOCHS)[1:])
-    padded = VOC07MApMetric(0.5, False, learn_rec.classes, pred_idx=3)
+    module.set_params(*checkpoint.load_checkpoint(prefix, epochs)[1:])
+    padded = VOC07MApMetric(0.5, False, learned_toy.classes, pred_idx=3)
     mx.mod.Module.score(module, val_iter, padded)
     assert abs(padded.get()[1][-1] - logged) > 1e-4
 
@@ -245,26 +225,26 @@ def test_train_py_gpus_on_cpu_build_is_one_line(synthetic_rec, tmp_path):
 
 @pytest.mark.slow
 def test_finetune_to_another_class_count(learned_toy, tmp_path_factory, tmp_path, no_augmentation, caplog):
-    """example/ssd's finetune takes the 2-class model to 3 classes: the class layers are dropped
+    """example/ssd's finetune takes the 3-class model to 2 classes: the class layers are dropped
     ("Removed ...") and re-initialised, every other loaded layer but the predictions stays frozen.
     Three epochs at batch 8 on 64 images (24 steps), against the same three epochs at rate 0."""
-    out = tmp_path_factory.mktemp("three")
-    synth = tiny_synthetic(out, num_train=64, num_val=30, classes=3, seed=4, min_side=128, max_side=200,
+    out = tmp_path_factory.mktemp("two")
+    synth = tiny_synthetic(out, num_train=64, num_val=30, classes=2, seed=4, min_side=128, max_side=200,
                            min_size=0.25, max_size=0.6, max_objects=3)
     # packed in this process: tools/prepare_dataset.py would start im2rec twice
     train_rec, val_rec = (pack_images(synth, str(out / split), synth.split(split)) for split in ("train", "val"))
-    trained, _ = learned_toy
-    loaded = load_params(trained, LEARN_EPOCHS)
+    trained, base = learned_toy.checkpoint, learned_toy.epoch
+    loaded = load_params(trained, base)
     epochs = 3
 
     def finetune(folder: str, lr: float) -> tuple[str, dict]:
         prefix = str(tmp_path / folder / "ssd_toy_128")
         os.makedirs(os.path.dirname(prefix))
-        for ext in ("-symbol.json", f"-{LEARN_EPOCHS:04d}.params"):
+        for ext in ("-symbol.json", f"-{base:04d}.params"):
             shutil.copy(trained + ext, prefix + ext)
-        result = train_toy(None, prefix, LEARN_EPOCHS + epochs, train_path=train_rec, num_classes=3,
+        result = train_toy(None, prefix, base + epochs, train_path=train_rec, num_classes=2,
                            class_names=list(synth.classes), label_width=350, data_shape=128,
-                           batch_size=8, finetune=LEARN_EPOCHS, lr=lr, voc07_metric=True, val_path=val_rec, seed=2,
+                           batch_size=8, finetune=base, lr=lr, voc07_metric=True, val_path=val_rec, seed=2,
                            keep=0)
         return prefix, result
 
@@ -272,7 +252,7 @@ def test_finetune_to_another_class_count(learned_toy, tmp_path_factory, tmp_path
     prefix, result = finetune("tuned", 0.02)
     removed = sorted(r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("Removed "))
     assert removed and all("cls_pred" in name for name in removed)
-    tuned = load_params(prefix, LEARN_EPOCHS + 1)
+    tuned = load_params(prefix, base + 1)
     assert all(tuned[name].shape != loaded[name].shape for name in removed)
     frozen = [k for k in loaded if "pred" not in k and "moving_" not in k]
     assert frozen and [k for k in frozen if not np.array_equal(tuned[k], loaded[k])] == []
