@@ -46,7 +46,7 @@ B8_COSINE_WD = dataclasses.replace(B8_COSINE, flags=(*B8_COSINE.flags, "--wd", "
 # and anchors fitted to the data where the preset covers under 95% of its objects: as much mAP as the step
 # recipe in half its time, on both sets (docs/benchmarks.md, "Training recipes")
 FAST = dataclasses.replace(B8_COSINE_WD, flags=(*B8_COSINE_WD.flags, "--anchor-sizes", "auto"))
-# each recipe after "step" adds one change to the one before it
+# each recipe after "step" adds one change to the one before it, up to "fast"; the last ones are variants of it
 RECIPES = {
     # example/ssd's schedule shape at the toy's scale: lr 0.05, 10x down at 75% and 90% of the epochs
     "step": Recipe(40, ("--batch-size", "16", "--lr", "0.05", "--lr-steps", "30,36")),
@@ -57,6 +57,8 @@ RECIPES = {
     "fast": FAST,
     # and a weight average
     "fast-ema": dataclasses.replace(FAST, flags=(*FAST.flags, "--ema", "0.998")),
+    # or label smoothing
+    "fast-ls": dataclasses.replace(FAST, flags=(*FAST.flags, "--label-smoothing", "0.1")),
 }
 # the recipe make quickstart trains with
 QUICKSTART_RECIPE = "fast"

@@ -76,6 +76,20 @@ def synthetic_rec(synthetic_voc, tmp_path_factory) -> types.SimpleNamespace:
                                  synth=synthetic_voc)
 
 
+@pytest.fixture(scope="session")
+def learnable(tmp_path_factory) -> types.SimpleNamespace:
+    """A set the toy SSD learns in a few epochs, made once per session: :func:`helpers.learnable_rec`
+    (2 classes, 128 training and 24 validation images of 1-3 large objects, seed 5) and ``names_file``.
+    Read-only."""
+    from helpers import learnable_rec
+
+    folder = tmp_path_factory.mktemp("learnable")
+    rec = learnable_rec(folder, num_val=24, seed=5)
+    names = folder / "classes.names"
+    names.write_text("\n".join(rec.classes) + "\n")
+    return types.SimpleNamespace(**vars(rec), names_file=str(names))
+
+
 @pytest.fixture
 def no_augmentation(monkeypatch):
     """SSD training on the validation settings: no crop, pad, jitter, mirror or shuffle, so that two

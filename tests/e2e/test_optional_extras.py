@@ -13,11 +13,10 @@ from __future__ import annotations
 import ast
 import os
 import re
-import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, run_side_by_side
 
 # per extra: the tests run without it (a -k expression) and how many of them there are at least
 SKIPPED_WITHOUT = {
@@ -45,15 +44,20 @@ def extra_packages(extra: str) -> list[str]:
     raise AssertionError("setup.py: no extras_require")
 
 
-def run_without(extra: str, tmp_path) -> tuple[int, str]:
-    """pytest over tests/ with ``extra``'s packages absent, running the tests of :data:`SKIPPED_WITHOUT`:
-    ``(exit status, output)``."""
-    (tmp_path / "extras_blocker.py").write_text(BLOCKER.format(names=extra_packages(extra)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", "pytest", "-p", "extras_blocker", "-p", "no:cacheprovider", "-q", "-rs",
-               "tests", "-k", SKIPPED_WITHOUT[extra][0]]
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    return proc.returncode, proc.stdout + proc.stderr
+@pytest.fixture(scope="module")
+def without_extra(tmp_path_factory) -> dict[str, tuple[int, str]]:
+    """Per extra of :data:`SKIPPED_WITHOUT`: pytest over tests/ with the extra's packages absent, running
+    the tests listed there, ``(exit status, output)``; the extras side by side."""
+    commands, envs = {}, {}
+    for extra, (selection, _) in SKIPPED_WITHOUT.items():
+        folder = tmp_path_factory.mktemp(f"without_{extra}")
+        (folder / "extras_blocker.py").write_text(BLOCKER.format(names=extra_packages(extra)))
+        envs[extra] = dict(os.environ,
+                           PYTHONPATH=os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+        commands[extra] = [sys.executable, "-m", "pytest", "-p", "extras_blocker", "-p", "no:cacheprovider", "-q",
+                           "-rs", "tests", "-k", selection]
+    runs = run_side_by_side(commands, cwd=ROOT, workers=2, timeout=600, envs=envs)
+    return {extra: (proc.returncode, proc.stdout + proc.stderr) for extra, proc in runs.items()}
 
 
 def test_the_extras_are_the_ones_setup_py_declares():
@@ -63,8 +67,8 @@ def test_the_extras_are_the_ones_setup_py_declares():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", sorted(SKIPPED_WITHOUT))
-def test_tests_needing_an_extra_skip_without_it(extra, tmp_path):
-    status, output = run_without(extra, tmp_path)
+def test_tests_needing_an_extra_skip_without_it(extra, without_extra):
+    status, output = without_extra[extra]
     assert "ERROR collecting" not in output and status == 0, output[-3000:]
     summary = output.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+ skipped, \d+ deselected in .*", summary), summary  # none passed, failed or errored

@@ -1,11 +1,10 @@
 """evaluate/anchor_fit.py and tools/fit_anchors.py: anchors as the graphs make them, coverage, warnings, fitting."""
 import json
-import subprocess
 
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import ROOT, pack_voc, script_command, tiny_synthetic, write_rec
+from helpers import ROOT, pack_voc, run_side_by_side, script_command, tiny_synthetic, write_rec
 
 from config.errors import UserError
 from evaluate import anchor_fit as af
@@ -342,26 +341,32 @@ def empty_rec(tmp_path_factory):
     return write_rec(str(root / "e"), [(np.full((32, 32, 3), 127, np.uint8), np.zeros((0, 6)))] * 2)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["no objects", "unknown network", "unwritable out", "not a rec", "bad data shape",
-                                  "data shape for rcnn"])
-def test_fit_anchors_bad_input_is_one_line(case, empty_rec, small_objects_rec, tmp_path):
-    blocker = tmp_path / "a_file"
+FIT_ANCHORS_ERRORS = {  # case: (argv, the reason the error line names)
+    "no objects": (["--rec", "{empty}", "--network", "toy"], "no objects to fit anchors to"),
+    "unknown network": (["--rec", "{rec}", "--network", "yolo9"], "--network: unknown network 'yolo9'"),
+    "unwritable out": (["--rec", "{rec}", "--network", "toy", "--out", "{blocker}/x.json"], "--out"),
+    "not a rec": (["--rec", "{blocker}", "--network", "toy"], "not a RecordIO file"),
+    "bad data shape": (["--rec", "{rec}", "--network", "toy", "--data-shape", "20"],
+                       "--data-shape: 20 does not fit network toy"),
+    "data shape for rcnn": (["--rec", "{rec}", "--network", "faster_rcnn_small", "--data-shape", "300"],
+                            "--data-shape: Faster R-CNN"),
+}
+
+
+@pytest.fixture(scope="module")
+def fit_anchors_errors(empty_rec, small_objects_rec, tmp_path_factory) -> dict:
+    """tools/fit_anchors.py on each case of :data:`FIT_ANCHORS_ERRORS`, side by side."""
+    blocker = tmp_path_factory.mktemp("fit_errors") / "a_file"
     blocker.write_text("x")
-    args = {
-        "no objects": (["--rec", empty_rec, "--network", "toy"], "no objects to fit anchors to"),
-        "unknown network": (["--rec", small_objects_rec, "--network", "yolo9"], "--network: unknown network 'yolo9'"),
-        "unwritable out": (["--rec", small_objects_rec, "--network", "toy", "--out", str(blocker / "x.json")],
-                           "--out"),
-        "not a rec": (["--rec", str(blocker), "--network", "toy"], "not a RecordIO file"),
-        "bad data shape": (["--rec", small_objects_rec, "--network", "toy", "--data-shape", "20"],
-                           "--data-shape: 20 does not fit network toy"),
-        "data shape for rcnn": (["--rec", small_objects_rec, "--network", "faster_rcnn_small", "--data-shape", "300"],
-                                "--data-shape: Faster R-CNN"),
-    }[case]
-    argv, reason = args
-    proc = subprocess.run([*script_command("tools/fit_anchors.py"), *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    paths = {"empty": empty_rec, "rec": small_objects_rec, "blocker": str(blocker)}
+    return run_side_by_side({case: [*script_command("tools/fit_anchors.py"), *(a.format(**paths) for a in argv)]
+                             for case, (argv, _) in FIT_ANCHORS_ERRORS.items()}, cwd=ROOT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(FIT_ANCHORS_ERRORS))
+def test_fit_anchors_bad_input_is_one_line(case, fit_anchors_errors):
+    proc, reason = fit_anchors_errors[case], FIT_ANCHORS_ERRORS[case][1]
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], proc.stderr

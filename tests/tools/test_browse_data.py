@@ -1,10 +1,9 @@
 """tools/browse_data.py: the grid shows what DetRecordIter yields, with the boxes where the labels put them."""
-import subprocess
 
 import cv2
 import numpy as np
 import pytest
-from helpers import pack, script_command, write_voc_set
+from helpers import pack, run_side_by_side, script_command, write_voc_set
 
 from config.augmentation import TRAIN_AUGMENTATIONS
 from config.errors import UserError
@@ -98,20 +97,30 @@ def test_stats_figure(shapes_rec, tmp_path):
                           str(blocker / "labels.png"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("argv, reason", [
+BAD_INPUT = [  # (argv, the reason the error line names)
     (["--rec", "missing.rec", "--out", "g.png"], "missing.rec: record file not found"),
     (["--rec", "{rec}", "--out", "g.jpg"], "--out g.jpg: must end with .png"),
     (["--rec", "{rec}", "--out", "g.png", "--stats", "--network", "nonet"], "--network: unknown SSD network"),
     (["--rec", "{rec}", "--out", "g.png", "--num", "0"], "--num 0"),
     (["--rec", "{rec}", "--out", "{blocker}/g.png"], "--out"),
-])
-def test_bad_input_is_one_line(argv, reason, shapes_rec, tmp_path):
-    blocker = tmp_path / "a_file"
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(shapes_rec, tmp_path_factory) -> dict:
+    """tools/browse_data.py on each case of :data:`BAD_INPUT` (by position), side by side, in an empty folder."""
+    folder = tmp_path_factory.mktemp("browse_errors")
+    blocker = folder / "a_file"
     blocker.write_text("x")
-    argv = [a.format(rec=shapes_rec, blocker=blocker) for a in argv]
-    proc = subprocess.run([*script_command("tools/browse_data.py"), *argv], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    return run_side_by_side({index: [*script_command("tools/browse_data.py"),
+                                     *(a.format(rec=shapes_rec, blocker=blocker) for a in argv)]
+                             for index, (argv, _) in enumerate(BAD_INPUT)}, cwd=str(folder))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[reason for _, reason in BAD_INPUT])
+def test_bad_input_is_one_line(case, bad_input_runs):
+    proc, reason = bad_input_runs[case], BAD_INPUT[case][1]
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], proc.stderr

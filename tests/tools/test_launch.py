@@ -21,7 +21,7 @@ import threading
 import types
 
 import pytest
-from helpers import ROOT, script_command
+from helpers import ROOT, run_side_by_side, script_command
 
 from tools import launch
 
@@ -68,20 +68,40 @@ def reports(folder) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(folder.iterdir())]
 
 
-def run_probe(script: str, folder, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PROBE, os.path.join(ROOT, script), "--help"], cwd=ROOT,
-                          env={**env, "PROBE_DIR": str(folder)}, capture_output=True, text=True, timeout=120)
+def probe_found(proc: subprocess.CompletedProcess, folder) -> dict:
+    """What :data:`PROBE` reported of a run that ended in ``proc``, its reports under ``folder``."""
     assert proc.returncode == 0, proc.stderr
     (found,) = reports(folder)
     assert found["mxnet"] and found["omp"], found  # mxnet and its OpenMP runtime were loaded
     return found
 
 
+def probe_command(script: str) -> list[str]:
+    return [sys.executable, "-c", PROBE, os.path.join(ROOT, script), "--help"]
+
+
 # --- thread defaults --------------------------------------------------------------------------------
+PROBED = {  # case: (script, the thread variables the user exported)
+    "train.py": ("train.py", {}), "evaluate.py": ("evaluate.py", {}), "demo.py": ("demo.py", {}),
+    "exported": ("train.py", {"OMP_NUM_THREADS": str(CORES + 1), "MXNET_CPU_WORKER_NTHREADS": "3",
+                              "MXNET_CUDNN_AUTOTUNE_DEFAULT": "1"}),
+}
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory) -> dict[str, dict]:
+    """Each case of :data:`PROBED` run under :data:`PROBE`, side by side: what it reported."""
+    folders = {case: tmp_path_factory.mktemp("probe") for case in PROBED}
+    runs = run_side_by_side({case: probe_command(script) for case, (script, _) in PROBED.items()}, cwd=ROOT,
+                            timeout=120, envs={case: {**clean_env(**mine), "PROBE_DIR": str(folders[case])}
+                                               for case, (_, mine) in PROBED.items()})
+    return {case: probe_found(proc, folders[case]) for case, proc in runs.items()}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "demo.py"])
-def test_scripts_default_the_thread_settings(script, tmp_path):
-    found = run_probe(script, tmp_path, clean_env())
+def test_scripts_default_the_thread_settings(script, probed):
+    found = probed[script]
     assert found["env"] == {"OMP_NUM_THREADS": str(CORES), "MXNET_CPU_WORKER_NTHREADS": "2",
                             "MXNET_CUDNN_AUTOTUNE_DEFAULT": "0"}
     # mxnet's own default is fewer threads than cores (1 on 2 cores)
@@ -89,10 +109,9 @@ def test_scripts_default_the_thread_settings(script, tmp_path):
 
 
 @pytest.mark.slow
-def test_scripts_keep_the_thread_settings_a_user_exported(tmp_path):
-    mine = {"OMP_NUM_THREADS": str(CORES + 1), "MXNET_CPU_WORKER_NTHREADS": "3", "MXNET_CUDNN_AUTOTUNE_DEFAULT": "1"}
-    found = run_probe("train.py", tmp_path, clean_env(**mine))
-    assert found["env"] == mine
+def test_scripts_keep_the_thread_settings_a_user_exported(probed):
+    found = probed["exported"]
+    assert found["env"] == PROBED["exported"][1]
     assert set(found["omp"]) == {CORES + 1}
 
 

@@ -13,7 +13,7 @@ import re
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import checkpoint_weights, history, learnable_rec, load_script, train_toy
+from helpers import checkpoint_weights, history, load_script, train_toy
 
 import config.cpu
 from config.cpu import BFLOAT16_FLAGS, bfloat16_unavailable, has_bfloat16
@@ -21,12 +21,6 @@ from config.errors import UserError
 
 needs_bf16 = pytest.mark.skipif(not has_bfloat16(), reason=f"needs native bfloat16: {bfloat16_unavailable()}")
 AVX2_CPUINFO = "processor : 0\nmodel name : An AVX2 CPU\nflags : fpu sse sse2 avx avx2 fma f16c\n"
-
-
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    """2 classes, 128 train / 24 val images of 1-3 large objects."""
-    return learnable_rec(tmp_path_factory.mktemp("bf16_learn"), num_val=24, seed=5)
 
 
 @pytest.fixture(scope="module")

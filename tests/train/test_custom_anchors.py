@@ -101,46 +101,66 @@ def sized_recs(synthetic_rec, tmp_path_factory):
     return recs
 
 
-def _coverage(caplog) -> list[float]:
+def _coverage(records: list[logging.LogRecord]) -> list[float]:
     """The share of each ``Anchor coverage: 91.6% of ...`` line logged."""
-    return [float(r.getMessage().split()[2].rstrip("%")) for r in caplog.records
+    return [float(r.getMessage().split()[2].rstrip("%")) for r in records
             if r.getMessage().startswith("Anchor coverage:")]
 
 
+@pytest.fixture(scope="module")
+def preset_runs(sized_recs, tmp_path_factory) -> dict:
+    """One epoch on each of ``sized_recs`` with the preset toy anchors at 128 px (the quick start's shape):
+    ``{name: (prefix, the logged coverage lines' shares, the anchor warnings)}``."""
+    folder = tmp_path_factory.mktemp("preset")
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger().addHandler(handler)
+        patch.setattr(logging.getLogger(), "level", logging.INFO)
+        try:
+            for name, rec in sized_recs.items():
+                records.clear()
+                train(rec, str(folder / name), data_shape=128)
+                warned = [r.getMessage() for r in records
+                          if r.levelno == logging.WARNING and "anchor" in r.getMessage()]
+                runs[name] = (str(folder / f"{name}_toy_128"), _coverage(records), warned)
+        finally:
+            logging.getLogger().removeHandler(handler)
+    return runs
+
+
 @pytest.mark.slow
-def test_anchor_check_warns_on_small_objects_only(sized_recs, tmp_path, caplog):
-    """The preset toy anchors at 128 px (the quick start's shape): a set of 6-12% objects is warned about, a
-    set made as the quick start makes its data (20-60%) is not; both runs log one coverage line and keep the
-    report and the label figure."""
-    caplog.set_level(logging.INFO)
-    for name, rec in sized_recs.items():
-        caplog.clear()
-        train(rec, str(tmp_path / name), data_shape=128)
-        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "anchor" in r.getMessage()]
-        assert len(_coverage(caplog)) == 1
+def test_anchor_check_warns_on_small_objects_only(preset_runs):
+    """A set of 6-12% objects is warned about, a set made as the quick start makes its data (20-60%) is not;
+    both runs log one coverage line and keep the report and the label figure."""
+    for name, (prefix, coverage, warned) in preset_runs.items():
+        assert len(coverage) == 1
         assert bool(warned) == (name == "small")
         assert all("tools/fit_anchors.py --rec" in line for line in warned)
-        assert os.path.isfile(str(tmp_path / f"{name}_toy_128-anchors.txt"))
-        assert os.path.isfile(str(tmp_path / f"{name}_toy_128-labels.png"))
+        assert os.path.isfile(prefix + "-anchors.txt")
+        assert os.path.isfile(prefix + "-labels.png")
 
 
 @pytest.mark.slow
-def test_auto_anchors_are_fitted_where_the_preset_covers_too_few(sized_recs, tmp_path, caplog, monkeypatch):
+def test_auto_anchors_are_fitted_where_the_preset_covers_too_few(sized_recs, preset_runs, tmp_path, caplog,
+                                                               monkeypatch):
     """--anchor-sizes auto: the small objects' run trains on tools/fit_anchors.py's proposal (more of them
     covered, kept in the run config, the same on --resume auto); the quick start's set keeps the preset."""
     caplog.set_level(logging.INFO)
-    coverage = {}
-    anchor_fit._read_record_boxes.cache_clear()
     reads = []
     read = anchor_fit.read_record_objects
     monkeypatch.setattr(anchor_fit, "read_record_objects", lambda path: reads.append(path) or read(path))
+    coverage = {}
     for name, rec in sized_recs.items():
         caplog.clear()
-        train(rec, str(tmp_path / f"preset_{name}"), data_shape=128)
+        anchor_fit._read_record_boxes.cache_clear()
         train(rec, str(tmp_path / name), data_shape=128, anchor_sizes="auto")
-        coverage[name] = _coverage(caplog)
-        # the preset run's coverage check, the fit and the fitted run's check: one read of the file
+        coverage[name] = preset_runs[name][1] + _coverage(caplog.records)
+        # the fit and the fitted run's coverage check: one read of the file
         assert reads.count(os.path.realpath(rec.train_rec)) == 1
+        reads.clear()
     boxes, _, difficult, _ = read_record_boxes(sized_recs["small"].train_rec)
     fit = fit_ssd_anchors(boxes[~difficult], "toy", 128, data_shapes=())
     assert fit.changed

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -45,7 +44,6 @@ from helpers import (
     ROOT,
     checkpoint_weights,
     history,
-    learnable_rec,
     logged_epochs,
     read_lst,
     script_command,
@@ -423,16 +421,6 @@ def test_two_workers_equal_one_process_with_two_devices(synthetic_rec, tmp_path,
     assert moved > 1e-3  # the step did something
     for name, value in single_args.items():
         np.testing.assert_allclose(dist_args[name].asnumpy(), value.asnumpy(), atol=1e-5, rtol=0, err_msg=name)
-
-
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory) -> types.SimpleNamespace:
-    """:func:`helpers.learnable_rec` (seed 5, 24 validation images) with a class names file."""
-    folder = tmp_path_factory.mktemp("dist_learn")
-    rec = learnable_rec(folder, num_val=24, seed=5)
-    names = folder / "classes.names"
-    names.write_text("\n".join(rec.classes) + "\n")
-    return types.SimpleNamespace(**vars(rec), names_file=str(names))
 
 
 def training_map(rec, prefix: str, epoch: int) -> float:
