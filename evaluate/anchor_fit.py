@@ -80,17 +80,15 @@ def read_record_boxes(rec_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     as :func:`read_record_objects`.
 
     The arrays are read-only: a start-up that fits anchors and then checks their coverage reads the
-    file once (the last two files read are kept, keyed by path, size and modification time).
+    file once (the last two files read are kept, by real path, size and modification time).
     """
     try:
         stat = os.stat(rec_path)
+        key = (os.path.realpath(rec_path), stat.st_size, stat.st_mtime_ns)
     except OSError:
-        return _read_record_boxes(rec_path, -1, -1)  # read_record_objects names the file in its error
-    return _read_record_boxes(os.path.realpath(rec_path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=2)
-def _read_record_boxes(rec_path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, ...]:
+        key = None  # read_record_objects names the file in its error
+    if key in _RECENT_BOXES:
+        return _RECENT_BOXES[key]
     rows = read_record_objects(rec_path)
     objects = np.concatenate(rows) if rows else np.zeros((0, 6))
     image = np.concatenate([np.full(len(r), number, dtype=np.int64) for number, r in enumerate(rows)] or
@@ -98,7 +96,15 @@ def _read_record_boxes(rec_path: str, size: int, mtime_ns: int) -> tuple[np.ndar
     arrays = objects[:, 1:5].copy(), objects[:, 0].astype(np.int64), objects[:, 5] > 0, image
     for array in arrays:
         array.flags.writeable = False
+    if key is not None:
+        _RECENT_BOXES[key] = arrays
+        while len(_RECENT_BOXES) > 2:
+            del _RECENT_BOXES[next(iter(_RECENT_BOXES))]
     return arrays
+
+
+# read_record_boxes' last results, oldest first
+_RECENT_BOXES: dict[tuple[str, int, int], tuple[np.ndarray, ...]] = {}
 
 
 def read_record_image_sizes(rec_path: str) -> np.ndarray:

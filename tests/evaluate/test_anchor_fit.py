@@ -214,7 +214,7 @@ def test_read_record_boxes_match_the_generator(small_objects_rec):
 def test_read_record_boxes_rereads_a_rewritten_file_and_shares_read_only_arrays(small_objects_rec, tmp_path):
     import shutil
 
-    copy = shutil.copy(small_objects_rec, tmp_path / "train.rec")
+    copy = str(shutil.copy(small_objects_rec, tmp_path / "train.rec"))
     first = af.read_record_boxes(copy)
     assert af.read_record_boxes(copy)[0] is first[0]  # the same file: not read again
     with pytest.raises(ValueError, match="read-only"):
@@ -224,6 +224,11 @@ def test_read_record_boxes_rereads_a_rewritten_file_and_shares_read_only_arrays(
     boxes, classes, _, _ = af.read_record_boxes(copy)
     np.testing.assert_allclose(boxes, [[0.1, 0.2, 0.3, 0.4]])
     assert classes.tolist() == [1]
+    # an error names the path as given, not the file a link resolves to
+    (tmp_path / "text.rec").write_text("not a record\n")
+    (tmp_path / "link.rec").symlink_to(tmp_path / "text.rec")
+    with pytest.raises(UserError, match=r"link\.rec.*not a RecordIO file"):
+        af.read_record_boxes(str(tmp_path / "link.rec"))
 
 
 def test_fit_raises_small_object_coverage_with_a_larger_data_shape(small_objects_rec):
