@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cls-loss", choices=("softmax", "focal"), default=SSD.cls_loss, help="classification loss")
     a("--label-smoothing", type=float, default=SSD.label_smoothing, metavar="ALPHA",
       help="softmax loss: the target class's share is 1-ALPHA, the rest spread over the other classes (0: off)")
+    a("--loc-loss", choices=("smooth_l1", "giou"), default=SSD.loc_loss,
+      help="box loss: smooth L1 of the encoded offsets, or 1 - generalised IoU of the decoded boxes")
     a("--anchor-sizes", default=None, metavar="LISTS",
       help="SSD anchor sizes per feature layer as fractions of the input, e.g. '[[.1,.141],[.2,.272],...]'; "
            "'auto': where the preset covers under 95%% of the training objects, sizes and ratios fitted to them "
@@ -242,7 +244,7 @@ SSD_ONLY = {
     "freeze_pattern": "use --net-fixed-params", "monitor": "", "monitor_pattern": "",
     "mean_r": "use --img-pixel-means", "mean_g": "use --img-pixel-means", "mean_b": "use --img-pixel-means",
     "std_r": "use --img-pixel-stds", "std_g": "use --img-pixel-stds", "std_b": "use --img-pixel-stds",
-    "cls_loss": "", "label_smoothing": "",
+    "cls_loss": "", "label_smoothing": "", "loc_loss": "",
     "augment": "(Faster R-CNN flips images)", "data_shape": "use --img-short-side/--img-long-side",
     "label_width": "", "nms_thresh": "use --rpn-nms-thresh", "nms_topk": "use --rpn-post-nms-topk",
     "force_nms": "", "train_list": "the labels come from the .rec", "val_list": "the labels come from the .rec",
@@ -360,7 +362,7 @@ def ssd_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
         freeze_pattern=args.freeze_pattern, num_example=args.num_example, nms_thresh=args.nms_thresh,
         force_suppress=args.force_nms, nms_topk=args.nms_topk, iter_monitor=args.monitor,
         monitor_pattern=args.monitor_pattern, cls_loss=args.cls_loss, label_smoothing=args.label_smoothing,
-        augment=args.augment,
+        loc_loss=args.loc_loss, augment=args.augment,
         graph_overrides=anchor_overrides(args, prefix), prefix=prefix,
         **common_loop_settings(args, val_path, class_names),
     )

@@ -59,6 +59,8 @@ RECIPES = {
     "fast-ema": dataclasses.replace(FAST, flags=(*FAST.flags, "--ema", "0.998")),
     # or label smoothing
     "fast-ls": dataclasses.replace(FAST, flags=(*FAST.flags, "--label-smoothing", "0.1")),
+    # or the GIoU box loss
+    "fast-giou": dataclasses.replace(FAST, flags=(*FAST.flags, "--loc-loss", "giou")),
 }
 # the recipe make quickstart trains with
 QUICKSTART_RECIPE = "fast"

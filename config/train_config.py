@@ -90,7 +90,8 @@ class SSDConfig(TrainConfig):
     (``sizes``, ``ratios``, ``steps``, ``anchor_clip``, ``clip_detections``):
     tools/convert_weights.py writes them so that a converted model keeps its own
     toolkit's anchors and box decoding. ``label_smoothing`` > 0 smooths the softmax loss's
-    targets (:func:`symbol.losses.softmax_cross_entropy_output`).
+    targets (:func:`symbol.losses.softmax_cross_entropy_output`); ``loc_loss`` ``'giou'`` replaces the
+    smooth L1 of the box offsets (:func:`symbol.losses.giou_loss_output`).
     """
 
     batch_size: int = 32
@@ -110,6 +111,7 @@ class SSDConfig(TrainConfig):
     monitor_pattern: str = ".*"
     cls_loss: str = "softmax"
     label_smoothing: float = 0.0
+    loc_loss: str = "smooth_l1"
     augment: str = "ssd"
     graph_overrides: dict[str, Any] | None = None
     # True for a saved inference graph (tools/quantize.py's INT8 model): evaluate.py and demo.py load

@@ -1,17 +1,26 @@
-"""Classification losses for the SSD training graph.
+"""Classification and localisation losses for the SSD training graph.
 
 ``softmax_cross_entropy_output`` is the original's head (``SoftmaxOutput`` on the mined
 anchors), with optional label smoothing. ``softmax_focal_output`` is the softmax focal loss of the gluon SSD tutorial
 (``-alpha * (1 - p_t)**gamma * log(p_t)``, alpha 0.25, gamma 2; Lin et al. 2017), written
 with symbolic operators so that it runs inside a ``Module`` on CPU and GPU alike.
+``giou_loss_output`` is the generalised-IoU box loss (Rezatofighi et al. 2019) in place of the
+original's smooth L1 on the encoded offsets.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import mxnet as mx
 import numpy as np
 
 # p_t is clipped from below so that log(p_t) and its gradient stay finite.
 MIN_PROBABILITY = 1e-12
+# the largest encoded log-scale a decoded width or height may take (torchvision's bbox_xform_clip,
+# log(1000 / 16)): an untrained head's exp() cannot overflow
+MAX_LOG_SCALE = float(np.log(1000.0 / 16))
+# keeps the IoU's and the enclosing box's divisions finite for degenerate boxes
+AREA_EPS = 1e-9
 
 
 def softmax_cross_entropy_output(cls_preds: mx.sym.Symbol, cls_target: mx.sym.Symbol, label_smoothing: float = 0.0,
@@ -92,3 +101,63 @@ def focal_loss_value(prob, cls_target, alpha: float = 0.25, gamma: float = 2.0) 
     picked = np.clip(picked, MIN_PROBABILITY, 1.0)
     per_anchor = -alpha * (1.0 - picked) ** gamma * np.log(picked) * valid
     return float(per_anchor.sum() / max(1, int((target > 0).sum())))
+
+
+def _decode(offsets: list[mx.sym.Symbol], anchors: list[mx.sym.Symbol], variances: Sequence[float]
+            ) -> list[mx.sym.Symbol]:
+    """Corner boxes ``[xmin, ymin, xmax, ymax]`` (each ``[B, N]``) from encoded offsets ``[dx, dy, dw, dh]``.
+
+    ``anchors`` are the corners ``[1, N]`` each; the decoding is MultiBoxDetection's:
+    ``cx = acx + dx * v0 * aw``, ``w = aw * exp(dw * v2)``.
+    """
+    ax0, ay0, ax1, ay1 = anchors
+    aw, ah = ax1 - ax0, ay1 - ay0
+    acx, acy = (ax0 + ax1) * 0.5, (ay0 + ay1) * 0.5
+    dx, dy, dw, dh = offsets
+    cx = mx.sym.broadcast_add(acx, mx.sym.broadcast_mul(dx * variances[0], aw))
+    cy = mx.sym.broadcast_add(acy, mx.sym.broadcast_mul(dy * variances[1], ah))
+    half_w = mx.sym.broadcast_mul(mx.sym.exp(mx.sym.clip(dw * variances[2], -MAX_LOG_SCALE, MAX_LOG_SCALE)), aw) * 0.5
+    half_h = mx.sym.broadcast_mul(mx.sym.exp(mx.sym.clip(dh * variances[3], -MAX_LOG_SCALE, MAX_LOG_SCALE)), ah) * 0.5
+    return [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
+
+
+def giou_loss_output(loc_preds: mx.sym.Symbol, loc_target: mx.sym.Symbol, loc_target_mask: mx.sym.Symbol,
+                     anchor_boxes: mx.sym.Symbol, variances: Sequence[float], name: str = "loc_loss"
+                     ) -> mx.sym.Symbol:
+    """The generalised-IoU loss ``1 - GIoU`` of the matched anchors' decoded boxes.
+
+    Parameters
+    ----------
+    loc_preds : predicted offsets ``[B, N*4]`` (dx, dy, dw, dh per anchor).
+    loc_target : ``MultiBoxTarget``'s encoded ground truth ``[B, N*4]``, 0 on unmatched anchors.
+    loc_target_mask : ``[B, N*4]``, 1 on the four entries of each matched anchor, else 0.
+    anchor_boxes : ``MultiBoxPrior``'s corners ``[1, N, 4]``, normalised to [0, 1].
+    variances : the offsets' encoding variances (``MultiBoxTarget``'s).
+
+    Returns
+    -------
+    A loss head named ``name``, value ``[B, N]``: ``1 - GIoU(pred, truth)`` on matched anchors, 0
+    elsewhere, where ``GIoU = IoU - (C - U) / C`` with U the union and C the area of the smallest box
+    enclosing both. The gradient reaches ``loc_preds`` only and is divided by the number of matched
+    anchors in the batch (``normalization='valid'``: the non-zero terms), as the smooth-L1 head is by
+    its non-zero terms. Unlike the smooth L1 on offsets, the loss is scale-invariant and still pulls
+    a predicted box that does not overlap its object (IoU 0) towards it.
+    """
+    def columns(flat: mx.sym.Symbol) -> list[mx.sym.Symbol]:
+        # [B, N*4] -> four [B, N]
+        return list(mx.sym.split(flat.reshape((0, -1, 4)), num_outputs=4, axis=2, squeeze_axis=True))
+
+    anchors = list(mx.sym.split(anchor_boxes, num_outputs=4, axis=2, squeeze_axis=True))  # four [1, N]
+    px0, py0, px1, py1 = _decode(columns(loc_preds), anchors, variances)
+    tx0, ty0, tx1, ty1 = _decode(columns(mx.sym.BlockGrad(loc_target)), anchors, variances)
+    matched = mx.sym.BlockGrad(mx.sym.slice_axis(loc_target_mask.reshape((0, -1, 4)), axis=2, begin=0, end=1)
+                               .reshape((0, -1)))  # [B, N]
+    inter_w = mx.sym.relu(mx.sym.minimum(px1, tx1) - mx.sym.maximum(px0, tx0))
+    inter_h = mx.sym.relu(mx.sym.minimum(py1, ty1) - mx.sym.maximum(py0, ty0))
+    inter = inter_w * inter_h
+    union = (px1 - px0) * (py1 - py0) + (tx1 - tx0) * (ty1 - ty0) - inter
+    enclosing = (mx.sym.maximum(px1, tx1) - mx.sym.minimum(px0, tx0)) * (
+        mx.sym.maximum(py1, ty1) - mx.sym.minimum(py0, ty0))
+    giou = inter / (union + AREA_EPS) - (enclosing - union) / (enclosing + AREA_EPS)
+    return mx.sym.MakeLoss((1.0 - giou) * matched, grad_scale=1., normalization="valid", name=name)
+

@@ -17,12 +17,13 @@ from collections.abc import Sequence
 import mxnet as mx
 
 from config.errors import UserError
-from symbol.losses import softmax_cross_entropy_output, softmax_focal_output
+from symbol.losses import giou_loss_output, softmax_cross_entropy_output, softmax_focal_output
 from symbol.registry import get_base_network
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 CLS_LOSSES = ("softmax", "focal")
+LOC_LOSSES = ("smooth_l1", "giou")
 
 
 def _heads(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
@@ -98,7 +99,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
                      normalizations: int | Sequence[int] = -1, steps: Sequence[float] = (),
                      min_filter: int = 128, nms_thresh: float = 0.5, force_suppress: bool = False,
                      nms_topk: int = 400, cls_loss: str = "softmax", label_smoothing: float = 0.0,
-                     anchor_clip: bool = False, clip_detections: bool = True, **kwargs) -> mx.sym.Symbol:
+                     loc_loss: str = "smooth_l1", anchor_clip: bool = False, clip_detections: bool = True,
+                     **kwargs) -> mx.sym.Symbol:
     """SSD training graph, inputs ``data`` ``[B, 3, H, W]`` and ``label`` ``[B, M, >=5]``.
 
     ``label`` rows are ``(cls, xmin, ymin, xmax, ymax, ...)`` normalised to [0, 1], padded with
@@ -123,6 +125,8 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
     on every anchor, without negative mining). Both give the same ``cls_prob`` output.
     ``label_smoothing`` (softmax only) smooths the cross-entropy's targets
     (:func:`symbol.losses.softmax_cross_entropy_output`); 0, the default, is the original's loss.
+    ``loc_loss`` selects the box loss: ``'smooth_l1'`` (the original: smooth L1 of the encoded
+    offsets) or ``'giou'`` (:func:`symbol.losses.giou_loss_output`: ``1 - GIoU`` of the decoded boxes).
 
     ``anchor_clip`` clamps the anchors' centre form ``(cx, cy, w, h)`` to [0, 1], as ssd.pytorch's
     ``PriorBox(clip=True)`` does (:func:`symbol.ssd_heads.clamp_anchor_centre_form`); False (the default)
@@ -132,13 +136,15 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
 
     Returns ``Group([cls_prob, loc_loss, cls_label, det_out])``:
     ``cls_prob`` ``[B, C+1, N]`` class probabilities (the classification loss head),
-    ``loc_loss`` ``[B, N*4]`` smooth-L1 terms (the localisation loss head),
+    ``loc_loss`` ``[B, N*4]`` smooth-L1 terms, or ``[B, N]`` GIoU losses (the localisation loss head),
     ``cls_label`` ``[B, N]`` anchor targets (-1 ignored, no gradient),
     ``det_out`` ``[B, N, 6]`` decoded detections (no gradient), where ``nms_thresh``,
     ``force_suppress`` and ``nms_topk`` reach ``MultiBoxDetection``.
     """
     if cls_loss not in CLS_LOSSES:
         raise UserError(f"--cls-loss: unknown loss {cls_loss!r}; choose one of {', '.join(CLS_LOSSES)}")
+    if loc_loss not in LOC_LOSSES:
+        raise UserError(f"--loc-loss: unknown loss {loc_loss!r}; choose one of {', '.join(LOC_LOSSES)}")
     if not 0 <= label_smoothing < 1:
         raise UserError(f"--label-smoothing: {label_smoothing} is outside [0, 1)")
     if label_smoothing and cls_loss != "softmax":
@@ -157,13 +163,16 @@ def get_symbol_train(network: str, num_classes: int, from_layers: Sequence[str],
         cls_prob = softmax_cross_entropy_output(cls_preds, cls_target, label_smoothing, name="cls_prob")
     else:
         cls_prob = softmax_focal_output(cls_preds, cls_target, num_classes, name="cls_prob")
-    loc_loss_ = mx.sym.smooth_l1(data=loc_target_mask * (loc_preds - loc_target), scalar=1.0, name="loc_loss_")
-    loc_loss = mx.sym.MakeLoss(loc_loss_, grad_scale=1., normalization="valid", name="loc_loss")
+    if loc_loss == "smooth_l1":
+        loc_terms = mx.sym.smooth_l1(data=loc_target_mask * (loc_preds - loc_target), scalar=1.0, name="loc_loss_")
+        loc_head = mx.sym.MakeLoss(loc_terms, grad_scale=1., normalization="valid", name="loc_loss")
+    else:
+        loc_head = giou_loss_output(loc_preds, loc_target, loc_target_mask, anchor_boxes, VARIANCES, name="loc_loss")
     # monitoring outputs, no gradient
     cls_label = mx.sym.MakeLoss(data=cls_target, grad_scale=0, name="cls_label")
     det = _detection(cls_prob, loc_preds, anchor_boxes, nms_thresh, force_suppress, nms_topk, clip_detections)
     det = mx.sym.MakeLoss(data=det, grad_scale=0, name="det_out")
-    return mx.sym.Group([cls_prob, loc_loss, cls_label, det])
+    return mx.sym.Group([cls_prob, loc_head, cls_label, det])
 
 
 def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],
@@ -177,11 +186,11 @@ def get_symbol(network: str, num_classes: int, from_layers: Sequence[str], num_f
     ``cls = -1`` marks rows removed by the score threshold or NMS. Parameters as
     :func:`get_symbol_train` (without ``label`` and losses); the class scores ``[B, C+1, N]`` go
     through ``softmax(axis=1)`` named ``cls_prob``, the op of the original (the same values as the
-    deprecated ``SoftmaxActivation(mode='channel')``). ``cls_loss`` and ``label_smoothing`` keywords (accepted
-    so that one config serves both graphs) have no effect here.
+    deprecated ``SoftmaxActivation(mode='channel')``). ``cls_loss``, ``label_smoothing`` and ``loc_loss``
+    keywords (accepted so that one config serves both graphs) have no effect here.
     """
-    kwargs.pop("cls_loss", None)
-    kwargs.pop("label_smoothing", None)
+    for training_only in ("cls_loss", "label_smoothing", "loc_loss"):
+        kwargs.pop(training_only, None)
     loc_preds, cls_preds, anchor_boxes = _heads(network, num_classes, from_layers, num_filters, strides, pads,
                                                 sizes, ratios, normalizations, steps, min_filter, kwargs,
                                                 anchor_clip)

@@ -69,8 +69,8 @@ def get_symbol_train(network: str, data_shape: int, **kwargs: Any) -> mx.sym.Sym
     """Training graph of ``network`` (see :func:`symbol.symbol_builder.get_symbol_train`).
 
     ``kwargs`` must include ``num_classes`` and may override any config entry or pass
-    ``nms_thresh``, ``force_suppress``, ``nms_topk``, ``cls_loss``, ``anchor_clip``,
-    ``clip_detections``.
+    ``nms_thresh``, ``force_suppress``, ``nms_topk``, ``cls_loss``, ``label_smoothing``, ``loc_loss``,
+    ``anchor_clip``, ``clip_detections``.
     """
     sym = symbol_builder.get_symbol_train(**get_config(network, data_shape, **kwargs))
     check_data_shape(sym, network, data_shape)

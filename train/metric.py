@@ -10,12 +10,12 @@ from evaluate.eval_metric import as_numpy
 
 
 class MultiBoxMetric(mx.metric.EvalMetric):
-    """Mean cross-entropy and smooth-L1 loss per counted anchor.
+    """Mean cross-entropy and box loss per counted anchor.
 
     ``update`` reads the training graph's outputs:
 
     * ``preds[0]`` cls_prob [B, C+1, N] (softmax over background + C classes);
-    * ``preds[1]`` loc_loss, any shape (the smooth-L1 terms, already masked);
+    * ``preds[1]`` loc_loss, any shape (the smooth-L1 or GIoU terms, already masked);
     * ``preds[2]`` cls_label [B, N] (class + 1 for positives, 0 for mined
       negatives, -1 for anchors left out of the loss).
 
@@ -23,7 +23,8 @@ class MultiBoxMetric(mx.metric.EvalMetric):
     ``CrossEntropy = sum(-log(p[label] + eps)) / n`` over those anchors and
     ``SmoothL1 = sum(loc_loss) / n``. ``get()`` returns
     ``(['CrossEntropy', 'SmoothL1'], [ce, smooth_l1])``; ``nan`` before any
-    anchor was counted.
+    anchor was counted. ``loc_name`` names the box loss (``'GIoU'`` for the
+    GIoU head) in place of ``'SmoothL1'``.
 
     The metric keeps global statistics next to the local ones, so
     ``Speedometer(auto_reset=True)`` (which calls ``reset_local``) resets only
@@ -31,9 +32,9 @@ class MultiBoxMetric(mx.metric.EvalMetric):
     each epoch. Differences from the original: docs/upstream.md.
     """
 
-    def __init__(self, eps: float = 1e-8) -> None:
+    def __init__(self, eps: float = 1e-8, loc_name: str = "SmoothL1") -> None:
         self.eps = float(eps)
-        self.names = ["CrossEntropy", "SmoothL1"]
+        self.names = ["CrossEntropy", loc_name]
         super().__init__("MultiBox", has_global_stats=True)
 
     def reset(self) -> None:

@@ -82,7 +82,7 @@ class SSDFamily(Family):
         symbol = get_symbol_train(config.network, config.data_shape, num_classes=config.num_classes,
                                   nms_thresh=config.nms_thresh, force_suppress=config.force_suppress,
                                   nms_topk=config.nms_topk, cls_loss=config.cls_loss,
-                                  label_smoothing=config.label_smoothing,
+                                  label_smoothing=config.label_smoothing, loc_loss=config.loc_loss,
                                   **(config.graph_overrides or {}))
         # the label's shape does not change any parameter's; this one is what the padding gives
         label_shape = (config.batch_size, max(1, (self.label_pad_width - 2) // 6), 6)
@@ -164,7 +164,7 @@ class SSDFamily(Family):
         return Validation(data, metric_class(config.ovp_thresh, config.use_difficult, config.class_names, pred_idx=3))
 
     def train_metric(self) -> mx.metric.EvalMetric:
-        return MultiBoxMetric()
+        return MultiBoxMetric(loc_name="GIoU" if self.config.loc_loss == "giou" else "SmoothL1")
 
     def fit_settings(self, ctx: list) -> FitSettings:
         config = self.config

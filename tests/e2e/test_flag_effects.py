@@ -4,12 +4,13 @@ tests/e2e/test_flags.py checks the configuration each flag gives; here the run i
 Each run calls train.py's ``main`` in this process (the ``--num-example`` error runs train.py as a user
 would, in a subprocess) and watches it at the library's own boundaries: the batches ``DetRecordIter``
 yields (``--train-list``, ``--val-list``), the detections the validation metric receives, the graph and
-run config the run saves (``--nms``, ``--nms-topk``, ``--force``), the training loss (``--label-smoothing``),
-the log (``--monitor``, ``--pattern``), the kvstore the module pushes its gradients through (``--kv-store
-device``) and the learning rate the optimizer used (``--lr-scale-workers``).
+run config the run saves (``--nms``, ``--nms-topk``, ``--force``), the training loss (``--label-smoothing``,
+``--loc-loss``), the log (``--monitor``, ``--pattern``), the kvstore the module pushes its gradients
+through (``--kv-store device``) and the learning rate the optimizer used (``--lr-scale-workers``).
 """
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -128,7 +129,8 @@ def test_val_list_labels_reach_the_validation_batches(tiny, list_run):
 def validation_runs(tiny, tmp_path_factory):
     """``run(*flags)``: a run with validation and ``flags`` (once per flag set), as a namespace: the
     ``detections`` the validation metric received ([images, anchors, 6] rows cls, score, box), the
-    ``MultiBoxDetection`` attributes of the saved graph and the saved ``run_config``. The same seed and
+    ``MultiBoxDetection`` attributes of the saved graph, the saved ``run_config`` and the rows of
+    ``metrics.csv``. The same seed and
     data give every run the same weights: only the flags differ."""
     cache = {}
 
@@ -152,8 +154,10 @@ def validation_runs(tiny, tmp_path_factory):
             assert len(attrs) == 1
             with open(files + "-ssd.json") as f:
                 run_config = json.load(f)["config"]
+            with open(files + "-metrics.csv", newline="") as f:
+                metrics = list(csv.DictReader(f))
             cache[flags] = types.SimpleNamespace(detections=np.concatenate(detections), detection_attrs=attrs[0],
-                                                 run_config=run_config)
+                                                 run_config=run_config, metrics=metrics)
         return cache[flags]
 
     return run
@@ -223,6 +227,26 @@ def test_label_smoothing_reaches_the_training_loss(validation_runs, monkeypatch)
     default = validation_runs()
     assert smoothed.run_config["label_smoothing"] == 0.3 and default.run_config["label_smoothing"] == 0
     assert not np.allclose(smoothed.detections[..., 1], default.detections[..., 1], atol=1e-3)
+
+
+def test_giou_loss_reaches_the_training_loss(validation_runs, monkeypatch):
+    """--loc-loss giou: the training graph's box loss is the GIoU head, the run config holds it, the log and
+    metrics.csv name the loss GIoU, and the same seed and data train other weights: other validation scores."""
+    import symbol.symbol_builder as builder
+
+    built = []
+    loss_head = builder.giou_loss_output
+    monkeypatch.setattr(builder, "giou_loss_output",
+                        lambda *args, **kwargs: built.append(loss_head(*args, **kwargs)) or built[-1])
+    giou = validation_runs("--loc-loss", "giou")
+    assert [head.name for head in built] == ["loc_loss"]
+    default = validation_runs()
+    assert giou.run_config["loc_loss"] == "giou" and default.run_config["loc_loss"] == "smooth_l1"
+    assert "train_GIoU" in giou.metrics[-1] and "train_SmoothL1" not in giou.metrics[-1]
+    assert "train_SmoothL1" in default.metrics[-1]
+    # 1 - GIoU lies in [0, 2], and the metric averages it over more anchors than the matched ones
+    assert 0 < float(giou.metrics[0]["train_GIoU"]) < 2
+    assert not np.allclose(giou.detections[..., 1], default.detections[..., 1], atol=1e-3)
 
 
 # --- --monitor, --pattern -------------------------------------------------------------------------

@@ -190,6 +190,8 @@ TRAIN_FLAGS = [
     row("--cls-loss focal", ssd=C, rcnn=E),
     row("--label-smoothing 0.1", ssd=C, rcnn=E),
     row("--label-smoothing 1", ssd=E),
+    row("--loc-loss giou", ssd=C, rcnn=E),
+    row("--loc-loss iou", ssd=E),
     row("--augment flip", ssd=C, rcnn=E),
     row("--seed 1", both=C),
     row("--keep 2", both=C),

@@ -7,7 +7,7 @@ import pytest
 
 from config.errors import UserError
 from symbol import ssd_presets
-from symbol.losses import focal_loss_value, softmax_cross_entropy_output, softmax_focal_output
+from symbol.losses import focal_loss_value, giou_loss_output, softmax_cross_entropy_output, softmax_focal_output
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
 from symbol.ssd_presets import get_scales
 from symbol.symbol_factory import DEFAULT_DATA_SHAPES, NETWORKS, get_symbol, get_symbol_train
@@ -343,6 +343,83 @@ def test_label_smoothing_in_the_training_graph_only_when_asked():
         get_symbol_train("toy", 128, num_classes=2, cls_loss="focal", label_smoothing=0.1)
     with pytest.raises(UserError, match=r"^--label-smoothing: 1.0 is outside \[0, 1\)$"):
         get_symbol_train("toy", 128, num_classes=2, label_smoothing=1.0)
+
+
+VARIANCES = (0.1, 0.1, 0.2, 0.2)
+
+
+def _encode(anchors: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """MultiBoxTarget's offsets [N, 4] of corner ``boxes`` [N, 4] on corner ``anchors`` [N, 4]."""
+    aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return np.stack([((boxes[:, 0] + boxes[:, 2]) - (anchors[:, 0] + anchors[:, 2])) / 2 / aw / VARIANCES[0],
+                     ((boxes[:, 1] + boxes[:, 3]) - (anchors[:, 1] + anchors[:, 3])) / 2 / ah / VARIANCES[1],
+                     np.log(bw / aw) / VARIANCES[2], np.log(bh / ah) / VARIANCES[3]], axis=1)
+
+
+def _giou_loss(offsets: np.ndarray, target: np.ndarray, mask: np.ndarray, anchors: np.ndarray):
+    """giou_loss_output's value [1, N] and the gradient of its sum with respect to ``offsets`` [1, N*4]."""
+    names = ("loc_preds", "loc_target", "loc_target_mask", "anchors")
+    sym = giou_loss_output(*(mx.sym.Variable(name) for name in names), VARIANCES)
+    values = [offsets, target, mask, anchors]
+    grad = mx.nd.zeros(offsets.shape)
+    executor = sym.bind(mx.cpu(), {name: mx.nd.array(v) for name, v in zip(names, values)},
+                        args_grad={"loc_preds": grad}, grad_req={name: "write" if name == "loc_preds" else "null"
+                                                                 for name in names})
+    (loss,) = executor.forward(is_train=True)
+    executor.backward()
+    return loss.asnumpy(), grad.asnumpy()
+
+
+def test_giou_loss_of_known_boxes():
+    """Three anchors whose predicted offsets are 0, so each predicted box is its anchor:
+
+    * (0, 0, .2, .2) against the truth (.1, .1, .3, .3): intersection .01, union .07, enclosing box .09,
+      GIoU = 1/7 - .02/.09 = -0.0793651, loss 1.0793651;
+    * (0, 0, .1, .1) against (.2, .05, .3, .15), apart: IoU 0, union .02, enclosing .3 x .15 = .045,
+      GIoU = -.025/.045 = -5/9, loss 14/9;
+    * an unmatched anchor (mask 0): loss 0 and no gradient.
+
+    The gradient is that of the sum divided by the 2 matched anchors, checked by finite differences.
+    """
+    anchors = np.array([[0, 0, .2, .2], [0, 0, .1, .1], [.5, .5, .9, .9]])
+    truth = np.array([[.1, .1, .3, .3], [.2, .05, .3, .15], [.5, .5, .9, .9]])
+    target = _encode(anchors, truth).reshape(1, -1)
+    mask = np.repeat([[1., 1., 0.]], 4, axis=1)
+    target *= mask  # MultiBoxTarget writes 0 on unmatched anchors
+    offsets = np.zeros((1, 12))
+    loss, grad = _giou_loss(offsets, target, mask, anchors[None])
+    np.testing.assert_allclose(loss, [[1 + .02 / .09 - 1 / 7, 14 / 9, 0]], atol=1e-6)
+    assert np.abs(grad[0, 8:]).max() == 0
+    numeric = np.zeros(12)
+    for i in range(8):
+        step = np.zeros((1, 12))
+        step[0, i] = 1e-3
+        numeric[i] = (_giou_loss(offsets + step, target, mask, anchors[None])[0].sum()
+                      - _giou_loss(offsets - step, target, mask, anchors[None])[0].sum()) / 2e-3 / 2
+    np.testing.assert_allclose(grad[0], numeric, atol=2e-3)
+    # the apart pair: moving the box right (dx > 0) brings it closer, and the loss falls
+    assert grad[0, 4] < 0
+    # the predicted box on its truth: GIoU 1, loss 0
+    assert _giou_loss(target, target, mask, anchors[None])[0].max() < 1e-5
+
+
+def test_giou_loss_in_the_training_graph_only_when_asked():
+    def ops(**kwargs):
+        return {node["op"] for node in json.loads(get_symbol_train("toy", 128, num_classes=2, **kwargs).tojson())
+                ["nodes"]}
+
+    assert "smooth_l1" in ops() and "smooth_l1" not in ops(loc_loss="giou")
+    giou = get_symbol_train("toy", 128, num_classes=2, loc_loss="giou")
+    _, shapes, _ = giou.infer_shape(data=(2, 3, 128, 128), label=(2, 3, 5))
+    assert giou.list_outputs()[1] == "loc_loss_output" and shapes[1] == (2, shapes[2][1])  # one term an anchor
+    test_graphs = []
+    for kwargs in ({}, {"loc_loss": "giou"}):
+        with mx.name.NameManager():
+            test_graphs.append(get_symbol("toy", 128, num_classes=2, **kwargs).tojson())
+    assert test_graphs[0] == test_graphs[1]
+    with pytest.raises(UserError, match=r"^--loc-loss: unknown loss 'iou'; choose one of smooth_l1, giou$"):
+        get_symbol_train("toy", 128, num_classes=2, loc_loss="iou")
 
 
 def test_focal_changes_the_class_gradient_only():

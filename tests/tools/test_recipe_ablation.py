@@ -42,7 +42,8 @@ def test_short_recipes_take_at_most_half_the_epochs_and_each_row_adds_one_change
     pairs = [*zip(chain, chain[1:]), *(("fast", name) for name in names[names.index("fast") + 1:])]
     added = {name: set(RECIPES[name].flags) - set(RECIPES[before].flags) for before, name in pairs}
     assert added == {"b8-cosine-wd": {"--wd", "0.001"}, "fast": {"--anchor-sizes", "auto"},
-                     "fast-ema": {"--ema", "0.998"}, "fast-ls": {"--label-smoothing", "0.1"}}
+                     "fast-ema": {"--ema", "0.998"}, "fast-ls": {"--label-smoothing", "0.1"},
+                     "fast-giou": {"--loc-loss", "giou"}}
     assert all(set(RECIPES[before].flags) <= set(RECIPES[name].flags) for before, name in pairs)
 
 
