@@ -30,7 +30,7 @@ from config.cli import (
 )
 from config.defaults import VOC_CLASSES
 from config.errors import UserError, run_cli
-from config.train_config import RCNNConfig, SSDConfig
+from config.train_config import CLS_LOSSES, LOC_LOSS_METRIC_NAMES, RCNNConfig, SSDConfig
 
 # every default is a field default of SSDConfig / RCNNConfig, except the paths only the command line assumes
 SSD, RCNN = SSDConfig(), RCNNConfig()
@@ -186,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="dist_* kvstores: a worker that finishes no batch for this many seconds stops the job (0: never)")
     a("--lr-scale-workers", action="store_true",
       help="dist_* kvstores: multiply --lr by the number of workers (the global batch is workers x --batch-size)")
-    a("--cls-loss", choices=("softmax", "focal"), default=SSD.cls_loss, help="classification loss")
+    a("--cls-loss", choices=CLS_LOSSES, default=SSD.cls_loss, help="classification loss")
     a("--label-smoothing", type=float, default=SSD.label_smoothing, metavar="ALPHA",
       help="softmax loss: the target class's share is 1-ALPHA, the rest spread over the other classes (0: off)")
-    a("--loc-loss", choices=("smooth_l1", "giou"), default=SSD.loc_loss,
+    a("--loc-loss", choices=tuple(LOC_LOSS_METRIC_NAMES), default=SSD.loc_loss,
       help="box loss: smooth L1 of the encoded offsets, or 1 - generalised IoU of the decoded boxes")
     a("--anchor-sizes", default=None, metavar="LISTS",
       help="SSD anchor sizes per feature layer as fractions of the input, e.g. '[[.1,.141],[.2,.272],...]'; "

@@ -17,6 +17,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+# SSD's classification losses (--cls-loss), and its box losses (--loc-loss) with the name the training
+# metric gives each in the log and metrics.csv
+CLS_LOSSES = ("softmax", "focal")
+LOC_LOSS_METRIC_NAMES = {"smooth_l1": "SmoothL1", "giou": "GIoU"}
 
 @dataclass
 class TrainConfig:

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 import mxnet as mx
 
 from config.errors import UserError
+from config.train_config import CLS_LOSSES, LOC_LOSS_METRIC_NAMES
 from symbol.losses import giou_loss_output, softmax_cross_entropy_output, softmax_focal_output
 from symbol.registry import get_base_network
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
-CLS_LOSSES = ("softmax", "focal")
-LOC_LOSSES = ("smooth_l1", "giou")
+LOC_LOSSES = tuple(LOC_LOSS_METRIC_NAMES)
 
 
 def _heads(network: str, num_classes: int, from_layers: Sequence[str], num_filters: Sequence[int],

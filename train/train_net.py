@@ -16,7 +16,7 @@ import mxnet as mx
 
 from config.augmentation import TRAIN_AUGMENTATIONS, VALIDATION
 from config.errors import UserError
-from config.train_config import SSDConfig
+from config.train_config import LOC_LOSS_METRIC_NAMES, SSDConfig
 from dataset.iterator import DetRecordIter
 from dataset.recordio import scan_labels, shard_sizes
 from evaluate import checkpoint
@@ -164,7 +164,7 @@ class SSDFamily(Family):
         return Validation(data, metric_class(config.ovp_thresh, config.use_difficult, config.class_names, pred_idx=3))
 
     def train_metric(self) -> mx.metric.EvalMetric:
-        return MultiBoxMetric(loc_name="GIoU" if self.config.loc_loss == "giou" else "SmoothL1")
+        return MultiBoxMetric(loc_name=LOC_LOSS_METRIC_NAMES[self.config.loc_loss])
 
     def fit_settings(self, ctx: list) -> FitSettings:
         config = self.config
