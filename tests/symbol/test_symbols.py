@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from config.errors import UserError
+from dataset.bbox import bbox_transform
 from symbol import ssd_presets
 from symbol.losses import focal_loss_value, giou_loss_output, softmax_cross_entropy_output, softmax_focal_output
 from symbol.ssd_heads import multi_layer_feature, multibox_layer
 from symbol.ssd_presets import get_scales
+from symbol.symbol_builder import VARIANCES
 from symbol.symbol_factory import DEFAULT_DATA_SHAPES, NETWORKS, get_symbol, get_symbol_train
 
 
@@ -345,18 +347,6 @@ def test_label_smoothing_in_the_training_graph_only_when_asked():
         get_symbol_train("toy", 128, num_classes=2, label_smoothing=1.0)
 
 
-VARIANCES = (0.1, 0.1, 0.2, 0.2)
-
-
-def _encode(anchors: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """MultiBoxTarget's offsets [N, 4] of corner ``boxes`` [N, 4] on corner ``anchors`` [N, 4]."""
-    aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    return np.stack([((boxes[:, 0] + boxes[:, 2]) - (anchors[:, 0] + anchors[:, 2])) / 2 / aw / VARIANCES[0],
-                     ((boxes[:, 1] + boxes[:, 3]) - (anchors[:, 1] + anchors[:, 3])) / 2 / ah / VARIANCES[1],
-                     np.log(bw / aw) / VARIANCES[2], np.log(bh / ah) / VARIANCES[3]], axis=1)
-
-
 def _giou_loss(offsets: np.ndarray, target: np.ndarray, mask: np.ndarray, anchors: np.ndarray):
     """giou_loss_output's value [1, N] and the gradient of its sum with respect to ``offsets`` [1, N*4]."""
     names = ("loc_preds", "loc_target", "loc_target_mask", "anchors")
@@ -384,7 +374,8 @@ def test_giou_loss_of_known_boxes():
     """
     anchors = np.array([[0, 0, .2, .2], [0, 0, .1, .1], [.5, .5, .9, .9]])
     truth = np.array([[.1, .1, .3, .3], [.2, .05, .3, .15], [.5, .5, .9, .9]])
-    target = _encode(anchors, truth).reshape(1, -1)
+    # MultiBoxTarget's encoding of the truths on the anchors
+    target = bbox_transform(anchors, truth, box_stds=VARIANCES, pixel_offset=0.0).reshape(1, -1)
     mask = np.repeat([[1., 1., 0.]], 4, axis=1)
     target *= mask  # MultiBoxTarget writes 0 on unmatched anchors
     offsets = np.zeros((1, 12))
